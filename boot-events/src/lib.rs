@@ -1,0 +1,259 @@
+//! Boot events: one JSON object per console line, behind a fixed prefix.
+//!
+//! PID 1 prints a [`Record`] for every boot milestone, so that tests, benchmarks and people
+//! reading a serial console can follow boot without scraping free-form log text:
+//!
+//! ```text
+//! SHOAL-EVENT {"t":1.234567,"event":"root.mounted","source":"/shoal/rootfs.erofs","fstype":"erofs","ms":12.5}
+//! ```
+//!
+//! `t` is seconds since the kernel started (`CLOCK_BOOTTIME`). Readers must skip lines they cannot
+//! parse (an older reader meeting a newer event): [`parse_line`] returns `None` for those.
+
+use serde::{Deserialize, Serialize};
+
+/// Every event line starts with this, at the start of a console line.
+pub const PREFIX: &str = "SHOAL-EVENT ";
+
+/// Test helpers in test image profiles report their findings behind this prefix.
+pub const TEST_PREFIX: &str = "SHOAL-TEST ";
+
+/// One event as printed: when it happened and what happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Seconds since the kernel started.
+    pub t: f64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Which of PID 1's two stages emitted an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Running from the initramfs, before the root filesystem is mounted.
+    Initramfs,
+    /// Running from the read-only root filesystem after switch_root.
+    Root,
+}
+
+/// A driver loaded for a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadedModule {
+    pub module: String,
+    /// The sysfs device path (under /sys) the module was loaded for; empty when loaded by name.
+    pub device: String,
+}
+
+/// A driver that failed to load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedModule {
+    pub module: String,
+    pub error: String,
+}
+
+/// What PID 1 does when it shuts down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerAction {
+    Poweroff,
+    Reboot,
+}
+
+/// The boot milestones, in the order they normally appear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event")]
+pub enum Event {
+    /// PID 1 started (once per stage).
+    #[serde(rename = "init.start")]
+    InitStart { stage: Stage, version: String },
+    /// The kernel command line was read; unknown `shoal.` keys and bad values are listed.
+    #[serde(rename = "cmdline")]
+    Cmdline {
+        unknown_keys: Vec<String>,
+        errors: Vec<String>,
+    },
+    /// The API filesystems (proc, sys, dev, run, ...) are mounted.
+    #[serde(rename = "mounts.ready")]
+    MountsReady { stage: Stage },
+    /// Drivers were loaded for the devices present at that moment.
+    #[serde(rename = "coldplug.done")]
+    Coldplug {
+        stage: Stage,
+        devices: u32,
+        loaded: Vec<LoadedModule>,
+        failed: Vec<FailedModule>,
+        ms: f64,
+    },
+    /// The read-only root filesystem is mounted.
+    #[serde(rename = "root.mounted")]
+    RootMounted {
+        source: String,
+        fstype: String,
+        ms: f64,
+    },
+    /// PID 1 is about to move onto the root filesystem and exec its init.
+    #[serde(rename = "switch_root")]
+    SwitchRoot { init: String },
+    /// The node's machine id is known.
+    #[serde(rename = "machine_id")]
+    MachineId { id: String, source: String },
+    /// The hostname is set.
+    #[serde(rename = "hostname")]
+    Hostname { hostname: String, source: String },
+    /// The loopback interface is up.
+    #[serde(rename = "loopback.up")]
+    LoopbackUp,
+    /// A program from the image's boot task directory was started.
+    #[serde(rename = "task.started")]
+    TaskStarted { path: String, pid: i32 },
+    /// PID 1 finished booting; from here on it supervises, reaps and waits for signals.
+    #[serde(rename = "boot.complete")]
+    BootComplete,
+    /// Boot cannot go on; the machine reboots after `reboot_in_s` seconds.
+    #[serde(rename = "boot.failed")]
+    BootFailed { reason: String, reboot_in_s: f64 },
+    /// A device appeared after boot and drivers were loaded for it.
+    #[serde(rename = "hotplug")]
+    Hotplug {
+        device: String,
+        modalias: String,
+        loaded: Vec<String>,
+    },
+    /// An ordered shutdown began.
+    #[serde(rename = "shutdown.begin")]
+    ShutdownBegin { action: PowerAction, reason: String },
+    /// Everything is stopped and synced; the kernel is asked to power off or reboot.
+    #[serde(rename = "shutdown.final")]
+    ShutdownFinal {
+        action: PowerAction,
+        killed: u32,
+        ms: f64,
+    },
+    /// PID 1 panicked; the machine reboots after `reboot_in_s` seconds.
+    #[serde(rename = "panic")]
+    Panic { message: String, reboot_in_s: f64 },
+}
+
+impl Event {
+    /// The event's name as printed in the `event` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::InitStart { .. } => "init.start",
+            Event::Cmdline { .. } => "cmdline",
+            Event::MountsReady { .. } => "mounts.ready",
+            Event::Coldplug { .. } => "coldplug.done",
+            Event::RootMounted { .. } => "root.mounted",
+            Event::SwitchRoot { .. } => "switch_root",
+            Event::MachineId { .. } => "machine_id",
+            Event::Hostname { .. } => "hostname",
+            Event::LoopbackUp => "loopback.up",
+            Event::TaskStarted { .. } => "task.started",
+            Event::BootComplete => "boot.complete",
+            Event::BootFailed { .. } => "boot.failed",
+            Event::Hotplug { .. } => "hotplug",
+            Event::ShutdownBegin { .. } => "shutdown.begin",
+            Event::ShutdownFinal { .. } => "shutdown.final",
+            Event::Panic { .. } => "panic",
+        }
+    }
+}
+
+impl Record {
+    /// The console line for this record, without a trailing newline.
+    pub fn to_line(&self) -> String {
+        // Serialising these plain types cannot fail; fall back to a minimal line rather than panic
+        // inside PID 1 if it ever did.
+        match serde_json::to_string(self) {
+            Ok(json) => format!("{PREFIX}{json}"),
+            Err(_) => format!(
+                "{PREFIX}{{\"t\":{},\"event\":\"{}\"}}",
+                self.t,
+                self.event.name()
+            ),
+        }
+    }
+}
+
+/// Parses one console line. Returns `None` for lines that are not events or that this reader
+/// does not understand. Console lines may carry a carriage return or leading noise from the
+/// kernel's own output interleaving, so the prefix is searched for, not only matched at the start.
+pub fn parse_line(line: &str) -> Option<Record> {
+    let start = line.find(PREFIX)?;
+    let json = line[start + PREFIX.len()..].trim_end_matches(['\r', '\n']);
+    serde_json::from_str(json).ok()
+}
+
+/// Parses a test helper's report line: the JSON value behind [`TEST_PREFIX`].
+pub fn parse_test_line(line: &str) -> Option<serde_json::Value> {
+    let start = line.find(TEST_PREFIX)?;
+    serde_json::from_str(line[start + TEST_PREFIX.len()..].trim_end_matches(['\r', '\n'])).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_a_console_line() {
+        let record = Record {
+            t: 1.5,
+            event: Event::RootMounted {
+                source: "/shoal/rootfs.erofs".into(),
+                fstype: "erofs".into(),
+                ms: 3.25,
+            },
+        };
+        let line = record.to_line();
+        assert!(line.starts_with("SHOAL-EVENT {\"t\":1.5,\"event\":\"root.mounted\""));
+        assert_eq!(parse_line(&line), Some(record));
+    }
+
+    #[test]
+    fn finds_events_behind_console_noise() {
+        let line = "[    1.2] x\rSHOAL-EVENT {\"t\":2.0,\"event\":\"boot.complete\"}\r";
+        let record = parse_line(line).unwrap();
+        assert_eq!(record.event, Event::BootComplete);
+        assert_eq!(record.event.name(), "boot.complete");
+    }
+
+    #[test]
+    fn ignores_other_lines_and_unknown_events() {
+        assert_eq!(parse_line("hello"), None);
+        assert_eq!(
+            parse_line("SHOAL-EVENT {\"t\":1,\"event\":\"from.the.future\"}"),
+            None
+        );
+        assert_eq!(parse_line("SHOAL-EVENT {broken"), None);
+    }
+
+    #[test]
+    fn every_name_matches_its_serialised_tag() {
+        let events = [
+            Event::LoopbackUp,
+            Event::BootComplete,
+            Event::SwitchRoot {
+                init: "/sbin/init".into(),
+            },
+            Event::ShutdownBegin {
+                action: PowerAction::Poweroff,
+                reason: "SIGTERM".into(),
+            },
+        ];
+        for event in events {
+            let json = serde_json::to_value(Record {
+                t: 0.0,
+                event: event.clone(),
+            })
+            .unwrap();
+            assert_eq!(json["event"], event.name());
+        }
+    }
+
+    #[test]
+    fn parses_test_helper_reports() {
+        let v = parse_test_line("SHOAL-TEST {\"test\":\"orphans\",\"zombies\":0}").unwrap();
+        assert_eq!(v["zombies"], 0);
+        assert!(parse_test_line("SHOAL-EVENT {}").is_none());
+    }
+}

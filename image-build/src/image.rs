@@ -1,0 +1,453 @@
+//! Assembling the artefacts: the root filesystem tree and its erofs image, the initramfs, the
+//! iPXE script, and the small generated files inside the image.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+
+use crate::cmd;
+use crate::cpio::CpioWriter;
+use crate::error::{Error, Result};
+use crate::kernel::Kernel;
+use crate::modules::ModuleTree;
+use crate::profile::{BinarySpec, Compression, ErofsCompression, Profile};
+
+/// Path of the root image inside the initramfs (init's default `shoal.root`).
+pub const INITRAMFS_ROOT_IMAGE: &str = "/shoal/rootfs.erofs";
+/// Directory of boot task symlinks in the root image.
+pub const BOOT_TASK_DIR: &str = "/etc/shoal/boot.d";
+/// Empty directories of the root image: mount points and writable places.
+const ROOT_DIRS: [(&str, u32); 10] = [
+    ("/proc", 0o755),
+    ("/sys", 0o755),
+    ("/dev", 0o755),
+    ("/run", 0o755),
+    ("/tmp", 0o1777),
+    ("/var", 0o755),
+    ("/mnt", 0o755),
+    ("/sysroot", 0o755),
+    ("/usr/lib/shoal", 0o755),
+    (BOOT_TASK_DIR, 0o755),
+];
+/// Empty directories of the initramfs.
+const INITRAMFS_DIRS: [(&str, u32); 6] = [
+    ("/proc", 0o755),
+    ("/sys", 0o755),
+    ("/dev", 0o755),
+    ("/run", 0o755),
+    ("/sysroot", 0o755),
+    ("/tmp", 0o1777),
+];
+/// Files in the root image that point into `/run`, where init writes them at boot.
+const RUN_SYMLINKS: [(&str, &str); 2] = [
+    ("/etc/machine-id", "/run/shoal/machine-id"),
+    ("/etc/hostname", "/run/shoal/hostname"),
+];
+const PASSWD: &str = "root:x:0:0:root:/:/sbin/nologin\n";
+const GROUP: &str = "root:x:0:\n";
+
+/// The contents of `/etc/os-release`.
+pub(crate) fn os_release(profile: &str, kernel: &Kernel) -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    format!(
+        "NAME=Shoal\n\
+         ID=shoal\n\
+         VERSION_ID={version}\n\
+         VERSION=\"{version} ({profile})\"\n\
+         PRETTY_NAME=\"Shoal {version} ({profile})\"\n\
+         VARIANT_ID={profile}\n\
+         SHOAL_KERNEL_RELEASE={}\n\
+         SHOAL_KERNEL_PACKAGE={}\n\
+         SHOAL_KERNEL_VERSION={}\n",
+        kernel.release, kernel.package, kernel.version
+    )
+}
+
+/// The iPXE script: relative names resolve against the URL the script was fetched from, so
+/// the same script works over HTTP and TFTP.
+pub(crate) fn boot_ipxe(profile: &str, release: &str, cmdline: &str) -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    format!(
+        "#!ipxe\n\
+         # Shoal {version}, profile {profile}, kernel {release}\n\
+         kernel vmlinuz {cmdline} initrd=initramfs\n\
+         initrd initramfs\n\
+         boot\n"
+    )
+}
+
+/// A fixed filesystem UUID derived from what the image is, so rebuilds get the same one.
+pub(crate) fn erofs_uuid(profile: &str, release: &str, epoch: u64) -> String {
+    let digest = Sha256::digest(format!("shoal-rootfs\0{profile}\0{release}\0{epoch}"));
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    // An RFC 4122 name-based UUID shape: version 5, variant 1.
+    b[6] = (b[6] & 0x0f) | 0x50;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = crate::kernel::hex(&b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// Joins an absolute image path onto a staging directory.
+fn staged(root: &Path, image_path: &str) -> PathBuf {
+    root.join(image_path.trim_start_matches('/'))
+}
+
+fn create_dir(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).map_err(Error::io("create", path))
+}
+
+fn write_file(path: &Path, contents: &str) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        create_dir(parent)?;
+    }
+    fs::write(path, contents).map_err(Error::io("write", path))
+}
+
+fn copy_file(src: &Path, dest: &Path) -> Result<()> {
+    if let Some(parent) = dest.parent() {
+        create_dir(parent)?;
+    }
+    fs::copy(src, dest).map_err(Error::io(format!("copy {} to", src.display()), dest))?;
+    Ok(())
+}
+
+fn make_symlink(target: &str, link: &Path) -> Result<()> {
+    if let Some(parent) = link.parent() {
+        create_dir(parent)?;
+    }
+    symlink(target, link).map_err(Error::io(format!("create symlink to {target} at"), link))
+}
+
+/// Everything that goes into the images.
+#[derive(Debug)]
+pub(crate) struct Content<'a> {
+    pub profile: &'a Profile,
+    pub kernel: &'a Kernel,
+    pub binaries: &'a BTreeMap<BinarySpec, PathBuf>,
+    pub modules: &'a ModuleTree,
+    pub early: &'a BTreeSet<String>,
+    pub full: &'a BTreeSet<String>,
+    pub epoch: u64,
+}
+
+impl Content<'_> {
+    fn binary(&self, spec: &BinarySpec) -> Result<&Path> {
+        self.binaries
+            .get(spec)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| Error::Binary {
+                package: spec.package.clone(),
+                bin: spec.bin.clone(),
+                reason: "was not built".into(),
+            })
+    }
+}
+
+/// Fills `root` with the root filesystem tree. Returns the number of entries staged.
+pub(crate) fn stage_rootfs(root: &Path, content: &Content<'_>) -> Result<usize> {
+    create_dir(root)?;
+    for (dir, _) in ROOT_DIRS {
+        create_dir(&staged(root, dir))?;
+    }
+    copy_file(
+        content.binary(&content.profile.init)?,
+        &staged(root, "/sbin/init"),
+    )?;
+    for binary in &content.profile.binaries {
+        copy_file(content.binary(&binary.spec)?, &staged(root, &binary.dest))?;
+    }
+    for task in &content.profile.boot_tasks {
+        make_symlink(
+            &task.target,
+            &staged(root, &format!("{BOOT_TASK_DIR}/{}", task.name)),
+        )?;
+    }
+    let moddir = staged(root, &format!("/lib/modules/{}", content.kernel.release));
+    content
+        .modules
+        .install(content.full, &content.kernel.modules_dir, &moddir)?;
+    write_file(
+        &staged(root, "/etc/os-release"),
+        &os_release(&content.profile.name, content.kernel),
+    )?;
+    write_file(&staged(root, "/etc/passwd"), PASSWD)?;
+    write_file(&staged(root, "/etc/group"), GROUP)?;
+    for (link, target) in RUN_SYMLINKS {
+        make_symlink(target, &staged(root, link))?;
+    }
+    normalize_tree(root, content.epoch)
+}
+
+/// Gives every entry fixed permissions (directories 0755, executables 0755, other files 0644,
+/// the listed special directories their own mode) and the fixed mtime. Returns the entry count.
+fn normalize_tree(root: &Path, epoch: u64) -> Result<usize> {
+    let special: BTreeMap<PathBuf, u32> = ROOT_DIRS
+        .iter()
+        .map(|(d, mode)| (staged(root, d), *mode))
+        .collect();
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(epoch);
+    let mut count = 0;
+    let mut stack = vec![root.to_path_buf()];
+    let mut dirs = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).map_err(Error::io("list", &dir))? {
+            let entry = entry.map_err(Error::io("list", &dir))?;
+            let path = entry.path();
+            let kind = entry.file_type().map_err(Error::io("stat", &path))?;
+            count += 1;
+            if kind.is_symlink() {
+                // Symlink times cannot be set through std; mkfs.erofs -T fixes every inode's time.
+                continue;
+            }
+            if kind.is_dir() {
+                stack.push(path.clone());
+                dirs.push(path);
+                continue;
+            }
+            let meta = entry.metadata().map_err(Error::io("stat", &path))?;
+            let mode = if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .map_err(Error::io("chmod", &path))?;
+            let file = File::options()
+                .write(true)
+                .open(&path)
+                .map_err(Error::io("open", &path))?;
+            file.set_modified(mtime)
+                .map_err(Error::io("set the mtime of", &path))?;
+        }
+    }
+    // Directories last (creating entries changes their mtime), deepest first.
+    dirs.push(root.to_path_buf());
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for dir in dirs {
+        let mode = special.get(&dir).copied().unwrap_or(0o755);
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
+            .map_err(Error::io("chmod", &dir))?;
+        let handle = File::open(&dir).map_err(Error::io("open", &dir))?;
+        handle
+            .set_modified(mtime)
+            .map_err(Error::io("set the mtime of", &dir))?;
+    }
+    Ok(count)
+}
+
+/// Builds the erofs image of `root` reproducibly: fixed timestamp and UUID, every file owned
+/// by root, no extended attributes from the build host.
+pub(crate) fn mkfs_erofs(
+    root: &Path,
+    image: &Path,
+    compression: ErofsCompression,
+    pcluster_size: Option<u32>,
+    epoch: u64,
+    uuid: &str,
+) -> Result<()> {
+    let mut command = Command::new("mkfs.erofs");
+    if let Some(size) = pcluster_size {
+        command.arg(format!("-C{size}"));
+    }
+    match compression {
+        ErofsCompression::None => {}
+        ErofsCompression::Lz4 => {
+            command.arg("-zlz4");
+        }
+        ErofsCompression::Lz4hc(level) => {
+            command.arg(format!("-zlz4hc,{level}"));
+        }
+    }
+    command
+        .arg(format!("-T{epoch}"))
+        .arg(format!("-U{uuid}"))
+        .args(["--all-root", "-x-1", "--quiet"])
+        // erofs-utils also reads these; pin them so the host cannot change the image.
+        .env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .env("TZ", "UTC")
+        .arg(image)
+        .arg(root);
+    cmd::run(&mut command)?;
+    Ok(())
+}
+
+/// Writes the (uncompressed) initramfs cpio archive to `archive`. Returns its size.
+pub(crate) fn write_initramfs_cpio(
+    archive: &Path,
+    content: &Content<'_>,
+    root_image: &Path,
+) -> Result<u64> {
+    let epoch = u32::try_from(content.epoch).map_err(|_| {
+        Error::Invalid(format!(
+            "SOURCE_DATE_EPOCH {} does not fit in 32 bits",
+            content.epoch
+        ))
+    })?;
+    let mut cpio = CpioWriter::new(epoch);
+    cpio.add_file_from("/init", 0o755, content.binary(&content.profile.init)?)?;
+    for (dir, mode) in INITRAMFS_DIRS {
+        cpio.add_dir(dir, mode)?;
+    }
+    cpio.add_char_device("/dev/console", 0o600, 5, 1)?;
+    let moddir = format!("/lib/modules/{}", content.kernel.release);
+    for path in content.modules.paths(content.early) {
+        cpio.add_file_from(
+            &format!("{moddir}/{path}"),
+            0o644,
+            &content.kernel.modules_dir.join(path),
+        )?;
+    }
+    for (name, text) in content.modules.index_files(content.early) {
+        cpio.add_file(&format!("{moddir}/{name}"), 0o644, text)?;
+    }
+    for name in crate::modules::copied_index_files() {
+        let src = content.kernel.modules_dir.join(name);
+        if src.exists() {
+            cpio.add_file_from(&format!("{moddir}/{name}"), 0o644, &src)?;
+        }
+    }
+    cpio.add_file_from(INITRAMFS_ROOT_IMAGE, 0o644, root_image)?;
+    let file = File::create(archive).map_err(Error::io("create", archive))?;
+    let size = cpio.write_to(&file)?;
+    file.sync_all().map_err(Error::io("write", archive))?;
+    Ok(size)
+}
+
+/// Compresses `input` into `output` in a format the kernel unpacks.
+pub(crate) fn compress(input: &Path, output: &Path, compression: Compression) -> Result<()> {
+    let mut command = match compression {
+        Compression::None => {
+            fs::rename(input, output)
+                .map_err(Error::io(format!("move {} to", input.display()), output))?;
+            return Ok(());
+        }
+        Compression::Zstd(level) => {
+            let mut c = Command::new("zstd");
+            // Multi-threaded zstd output does not depend on the thread count.
+            c.args(["-q", "-f", "-T0", &format!("-{level}"), "-o"])
+                .arg(output)
+                .arg(input);
+            c
+        }
+        Compression::Lz4(level) => {
+            let mut c = Command::new("lz4");
+            // -l: the legacy frame format, the only one the kernel's initramfs unpacker reads.
+            c.args(["-q", "-f", "-l", &format!("-{level}")])
+                .arg(input)
+                .arg(output);
+            c
+        }
+        Compression::Gzip(level) => {
+            let mut c = Command::new("gzip");
+            // -n: no name or timestamp in the header.
+            c.args(["-q", "-f", "-k", "-n", &format!("-{level}")])
+                .arg(input);
+            c
+        }
+    };
+    cmd::run(&mut command)?;
+    if let Compression::Gzip(_) = compression {
+        let gz = PathBuf::from(format!("{}.gz", input.display()));
+        fs::rename(&gz, output).map_err(Error::io(format!("move {} to", gz.display()), output))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel() -> Kernel {
+        Kernel {
+            requested_package: "linux-image-amd64".into(),
+            package: "linux-image-6.1.0-56-amd64".into(),
+            version: "6.1.192-2".into(),
+            release: "6.1.0-56-amd64".into(),
+            deb_sha256: String::new(),
+            vmlinuz: PathBuf::new(),
+            modules_dir: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn os_release_names_version_profile_and_kernel() {
+        let text = os_release("test", &kernel());
+        assert!(
+            text.contains(&format!("\nVERSION_ID={}\n", env!("CARGO_PKG_VERSION"))),
+            "{text}"
+        );
+        assert!(text.contains("\nVARIANT_ID=test\n"));
+        assert!(text.contains("\nSHOAL_KERNEL_RELEASE=6.1.0-56-amd64\n"));
+        assert!(text.contains("\nSHOAL_KERNEL_VERSION=6.1.192-2\n"));
+    }
+
+    #[test]
+    fn ipxe_script_loads_relative_kernel_and_initrd() {
+        let script = boot_ipxe("default", "6.1.0-56-amd64", "console=ttyS0 quiet");
+        let lines: Vec<&str> = script.lines().collect();
+        assert_eq!(lines[0], "#!ipxe");
+        assert_eq!(
+            lines[2],
+            "kernel vmlinuz console=ttyS0 quiet initrd=initramfs"
+        );
+        assert_eq!(lines[3], "initrd initramfs");
+        assert_eq!(lines[4], "boot");
+    }
+
+    #[test]
+    fn uuid_is_stable_and_well_formed() {
+        let a = erofs_uuid("default", "6.1.0-56-amd64", 1);
+        assert_eq!(a, erofs_uuid("default", "6.1.0-56-amd64", 1));
+        assert_ne!(a, erofs_uuid("test", "6.1.0-56-amd64", 1));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "5");
+    }
+
+    #[test]
+    fn normalize_sets_modes_and_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        create_dir(&staged(root, "/tmp")).unwrap();
+        create_dir(&staged(root, "/usr/lib/shoal")).unwrap();
+        write_file(&staged(root, "/etc/passwd"), PASSWD).unwrap();
+        fs::set_permissions(
+            staged(root, "/etc/passwd"),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        write_file(&staged(root, "/usr/lib/shoal/x"), "").unwrap();
+        fs::set_permissions(
+            staged(root, "/usr/lib/shoal/x"),
+            fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
+        make_symlink("/run/shoal/hostname", &staged(root, "/etc/hostname")).unwrap();
+        assert_eq!(normalize_tree(root, 1_000_000).unwrap(), 8);
+        let mode = |p: &str| fs::metadata(staged(root, p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode("/etc/passwd"), 0o644);
+        assert_eq!(mode("/usr/lib/shoal/x"), 0o755);
+        assert_eq!(mode("/tmp"), 0o1777);
+        assert_eq!(mode("/etc"), 0o755);
+        let mtime = fs::metadata(staged(root, "/etc"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(
+            mtime,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)
+        );
+    }
+}

@@ -1,0 +1,979 @@
+//! Image profiles: TOML files that say what goes into an image.
+//!
+//! A profile may `extends = "other"` (a profile in the same directory, or a relative path).
+//! Merging: scalars and the `kernel` fields override the base; the `init`, `rootfs` and
+//! `initramfs` tables replace the base's table as a whole; the lists `modules.early`,
+//! `modules.full`, `binary` and `boot_task` are appended to the base's. Validation runs on the
+//! merged result, and every error names the file and field that set the bad value.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::modules::Selector;
+
+/// Debian's kernel command line limit on x86 is 2048 bytes including the terminating NUL.
+const MAX_CMDLINE: usize = 2047;
+const MAX_EXTENDS_DEPTH: usize = 8;
+/// erofs-utils' largest physical cluster.
+const MAX_PCLUSTER: u32 = 1 << 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    extends: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
+    source_date_epoch: Option<u64>,
+    kernel: Option<RawKernel>,
+    init: Option<RawInit>,
+    modules: Option<RawModules>,
+    #[serde(default, rename = "binary")]
+    binaries: Vec<RawBinary>,
+    #[serde(default, rename = "boot_task")]
+    boot_tasks: Vec<RawBootTask>,
+    rootfs: Option<RawRootfs>,
+    initramfs: Option<RawInitramfs>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKernel {
+    package: Option<String>,
+    cmdline: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInit {
+    package: String,
+    bin: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModules {
+    #[serde(default)]
+    early: Vec<String>,
+    #[serde(default)]
+    full: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBinary {
+    package: String,
+    bin: String,
+    dest: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBootTask {
+    name: String,
+    target: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRootfs {
+    #[serde(rename = "type")]
+    fs_type: String,
+    compression: String,
+    level: Option<u8>,
+    pcluster_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInitramfs {
+    compression: String,
+    level: Option<u8>,
+}
+
+/// Where a value came from: the profile file and the field inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The profile file that set the value.
+    pub file: PathBuf,
+    /// The field, such as `modules.early[3]` or `binary[0]`.
+    pub field: String,
+}
+
+impl Origin {
+    fn error(&self, subfield: &str, reason: impl Into<String>) -> Error {
+        let field = if subfield.is_empty() {
+            self.field.clone()
+        } else {
+            format!("{}.{subfield}", self.field)
+        };
+        Error::ProfileInvalid {
+            file: self.file.clone(),
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Src<T> {
+    value: T,
+    origin: Origin,
+}
+
+/// All profiles of an `extends` chain folded together, each value with its origin.
+#[derive(Debug, Default)]
+struct Merged {
+    name: Option<Src<String>>,
+    description: Option<Src<String>>,
+    source_date_epoch: Option<Src<u64>>,
+    kernel_package: Option<Src<String>>,
+    cmdline: Option<Src<String>>,
+    init: Option<Src<RawInit>>,
+    early: Vec<Src<String>>,
+    full: Vec<Src<String>>,
+    binaries: Vec<Src<RawBinary>>,
+    boot_tasks: Vec<Src<RawBootTask>>,
+    rootfs: Option<Src<RawRootfs>>,
+    initramfs: Option<Src<RawInitramfs>>,
+}
+
+impl Merged {
+    /// Applies `raw` (from `file`) on top of what is merged so far.
+    fn apply(&mut self, raw: RawProfile, file: &Path) {
+        fn src<T>(value: T, file: &Path, field: &str) -> Src<T> {
+            Src {
+                value,
+                origin: Origin {
+                    file: file.to_path_buf(),
+                    field: field.into(),
+                },
+            }
+        }
+        fn set<T>(slot: &mut Option<Src<T>>, value: Option<T>, file: &Path, field: &str) {
+            if let Some(value) = value {
+                *slot = Some(src(value, file, field));
+            }
+        }
+        set(&mut self.name, raw.name, file, "name");
+        set(&mut self.description, raw.description, file, "description");
+        set(
+            &mut self.source_date_epoch,
+            raw.source_date_epoch,
+            file,
+            "source_date_epoch",
+        );
+        if let Some(kernel) = raw.kernel {
+            set(
+                &mut self.kernel_package,
+                kernel.package,
+                file,
+                "kernel.package",
+            );
+            set(&mut self.cmdline, kernel.cmdline, file, "kernel.cmdline");
+        }
+        set(&mut self.init, raw.init, file, "init");
+        if let Some(modules) = raw.modules {
+            let early = modules.early.into_iter().enumerate();
+            self.early
+                .extend(early.map(|(i, v)| src(v, file, &format!("modules.early[{i}]"))));
+            let full = modules.full.into_iter().enumerate();
+            self.full
+                .extend(full.map(|(i, v)| src(v, file, &format!("modules.full[{i}]"))));
+        }
+        let binaries = raw.binaries.into_iter().enumerate();
+        self.binaries
+            .extend(binaries.map(|(i, v)| src(v, file, &format!("binary[{i}]"))));
+        let tasks = raw.boot_tasks.into_iter().enumerate();
+        self.boot_tasks
+            .extend(tasks.map(|(i, v)| src(v, file, &format!("boot_task[{i}]"))));
+        set(&mut self.rootfs, raw.rootfs, file, "rootfs");
+        set(&mut self.initramfs, raw.initramfs, file, "initramfs");
+    }
+}
+
+/// A cargo binary target: package and binary name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BinarySpec {
+    /// Cargo package (`-p`).
+    pub package: String,
+    /// Binary target (`--bin`); also the file name under `target/.../release/`.
+    pub bin: String,
+}
+
+/// A binary installed into the root image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binary {
+    /// What to build.
+    pub spec: BinarySpec,
+    /// Absolute path in the root image, such as `/usr/lib/shoal/shoal-test-orphans`.
+    pub dest: String,
+}
+
+/// A boot task: `/etc/shoal/boot.d/<name>`, a symlink to `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootTask {
+    /// File name in `/etc/shoal/boot.d`, `NN-name`; init starts them sorted by name.
+    pub name: String,
+    /// Absolute path of the binary it runs (one of the profile's binaries).
+    pub target: String,
+}
+
+/// A module selector and where the profile wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleEntry {
+    /// The selector.
+    pub selector: Selector,
+    /// The file and field it came from, for error messages.
+    pub origin: Origin,
+}
+
+/// Compression of the erofs root image (erofs-utils 1.5 has lz4 and lz4hc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErofsCompression {
+    /// Uncompressed.
+    None,
+    /// lz4, fast to build.
+    Lz4,
+    /// lz4hc at a level from 0 to 12: slower to build, same decompression speed, smaller.
+    Lz4hc(u8),
+}
+
+impl fmt::Display for ErofsCompression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErofsCompression::None => f.write_str("none"),
+            ErofsCompression::Lz4 => f.write_str("lz4"),
+            ErofsCompression::Lz4hc(level) => write!(f, "lz4hc:{level}"),
+        }
+    }
+}
+
+/// Compression of the initramfs. The kernel decompresses all of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain cpio archive.
+    None,
+    /// zstd at a level from 1 to 19.
+    Zstd(u8),
+    /// lz4 legacy frame format (the one the kernel reads) at a level from 1 to 12.
+    Lz4(u8),
+    /// gzip at a level from 1 to 9.
+    Gzip(u8),
+}
+
+impl Compression {
+    /// Builds a compression from a name (`none`, `zstd`, `lz4`, `gzip`) and an optional level.
+    pub fn new(name: &str, level: Option<u8>) -> Result<Compression, String> {
+        let check = |default: u8, max: u8| -> Result<u8, String> {
+            let level = level.unwrap_or(default);
+            if (1..=max).contains(&level) {
+                Ok(level)
+            } else {
+                Err(format!(
+                    "level {level} is out of range for {name} (1 to {max})"
+                ))
+            }
+        };
+        match name {
+            "none" if level.is_some() => Err("compression none takes no level".into()),
+            "none" => Ok(Compression::None),
+            "zstd" => check(19, 19).map(Compression::Zstd),
+            "lz4" => check(9, 12).map(Compression::Lz4),
+            "gzip" => check(9, 9).map(Compression::Gzip),
+            other => Err(format!(
+                "unknown compression {other:?}; expected none, zstd, lz4 or gzip"
+            )),
+        }
+    }
+
+    /// Parses `NAME` or `NAME:LEVEL`, as the command line takes it.
+    pub fn parse(text: &str) -> Result<Compression, String> {
+        match text.split_once(':') {
+            Some((name, level)) => {
+                let level = level
+                    .parse()
+                    .map_err(|_| format!("invalid compression level {level:?}"))?;
+                Compression::new(name, Some(level))
+            }
+            None => Compression::new(text, None),
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::None => f.write_str("none"),
+            Compression::Zstd(level) => write!(f, "zstd:{level}"),
+            Compression::Lz4(level) => write!(f, "lz4:{level}"),
+            Compression::Gzip(level) => write!(f, "gzip:{level}"),
+        }
+    }
+}
+
+/// A validated, merged profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    /// Profile name; also the output directory name.
+    pub name: String,
+    /// One line saying what the profile is for.
+    pub description: String,
+    /// The file that was loaded (the end of the `extends` chain).
+    pub file: PathBuf,
+    /// Timestamp for every file in the image, unless `SOURCE_DATE_EPOCH` overrides it.
+    pub source_date_epoch: u64,
+    /// Debian kernel package, such as `linux-image-amd64` (a metapackage is resolved to the
+    /// versioned package it depends on).
+    pub kernel_package: String,
+    /// Kernel command line (the iPXE script adds `initrd=initramfs`).
+    pub cmdline: String,
+    /// The PID 1 binary: `/init` in the initramfs and `/sbin/init` in the root image.
+    pub init: BinarySpec,
+    /// Modules for the initramfs (to reach the root filesystem).
+    pub early_modules: Vec<ModuleEntry>,
+    /// Modules for the root image, in addition to the early ones.
+    pub full_modules: Vec<ModuleEntry>,
+    /// Other binaries for the root image.
+    pub binaries: Vec<Binary>,
+    /// Boot tasks for `/etc/shoal/boot.d`.
+    pub boot_tasks: Vec<BootTask>,
+    /// Root image compression (the root image is always erofs).
+    pub rootfs_compression: ErofsCompression,
+    /// Largest compressed cluster of the root image in bytes (`mkfs.erofs -C`); bigger
+    /// clusters compress better and cost more work per random read. `None`: one block.
+    pub rootfs_pcluster_size: Option<u32>,
+    /// Initramfs compression.
+    pub initramfs_compression: Compression,
+}
+
+/// Paths no binary may be installed at or under: mount points and generated content.
+const RESERVED_PREFIXES: [&str; 9] = [
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/tmp",
+    "/sysroot",
+    "/lib/modules",
+    "/etc/shoal/boot.d",
+    "/sbin/init",
+];
+
+fn valid_abs_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} is not an absolute path"));
+    }
+    let parts: Vec<&str> = path[1..].split('/').collect();
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
+        return Err(format!("{path:?} has an empty, . or .. component"));
+    }
+    if !path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b))
+    {
+        return Err(format!(
+            "{path:?} has characters outside A-Z a-z 0-9 / . _ - +"
+        ));
+    }
+    Ok(())
+}
+
+fn valid_cargo_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Profile {
+    /// Finds a profile: a name is looked up as `<profiles_dir>/<name>.toml`; anything with a
+    /// `/` or ending in `.toml` is a path.
+    pub fn resolve(name_or_path: &str, profiles_dir: &Path) -> PathBuf {
+        if name_or_path.contains('/') || name_or_path.ends_with(".toml") {
+            PathBuf::from(name_or_path)
+        } else {
+            profiles_dir.join(format!("{name_or_path}.toml"))
+        }
+    }
+
+    /// Loads, merges (`extends`) and validates the profile in `file`.
+    pub fn load(file: &Path) -> Result<Profile> {
+        let mut chain = Vec::new();
+        let mut next = Some(file.to_path_buf());
+        while let Some(path) = next.take() {
+            if chain.len() == MAX_EXTENDS_DEPTH {
+                return Err(Error::ProfileInvalid {
+                    file: path,
+                    field: "extends".into(),
+                    reason: format!("more than {MAX_EXTENDS_DEPTH} levels of extends"),
+                });
+            }
+            let text = std::fs::read_to_string(&path).map_err(|cause| Error::ProfileRead {
+                file: path.clone(),
+                cause,
+            })?;
+            let raw: RawProfile = toml::from_str(&text).map_err(|e| Error::ProfileParse {
+                file: path.clone(),
+                cause: Box::new(e),
+            })?;
+            if let Some(base) = &raw.extends {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                let base_path = Profile::resolve(base, dir);
+                let base_path = if base_path.is_relative() {
+                    dir.join(base_path)
+                } else {
+                    base_path
+                };
+                let same = |a: &Path, b: &Path| {
+                    std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok()
+                };
+                if chain
+                    .iter()
+                    .any(|(p, _): &(PathBuf, RawProfile)| same(p, &base_path))
+                    || same(&path, &base_path)
+                {
+                    return Err(Error::ProfileInvalid {
+                        file: path.clone(),
+                        field: "extends".into(),
+                        reason: format!(
+                            "{} is already in the extends chain (a cycle)",
+                            base_path.display()
+                        ),
+                    });
+                }
+                next = Some(base_path);
+            }
+            chain.push((path, raw));
+        }
+        let mut merged = Merged::default();
+        for (path, raw) in chain.into_iter().rev() {
+            merged.apply(raw, &path);
+        }
+        Profile::validate(merged, file)
+    }
+
+    fn validate(m: Merged, file: &Path) -> Result<Profile> {
+        let missing = |field: &str| Error::ProfileInvalid {
+            file: file.to_path_buf(),
+            field: field.into(),
+            reason: "required (here or in the profile it extends)".into(),
+        };
+
+        let name = m.name.ok_or_else(|| missing("name"))?;
+        let name_ok = (1..=64).contains(&name.value.len())
+            && name
+                .value
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.value.starts_with('-');
+        if !name_ok {
+            return Err(name.origin.error(
+                "",
+                format!(
+                    "{:?}: use 1 to 64 of a-z, 0-9 and - (it names the output directory)",
+                    name.value
+                ),
+            ));
+        }
+
+        let description = m.description.map(|d| d.value).unwrap_or_default();
+
+        let epoch = m
+            .source_date_epoch
+            .ok_or_else(|| missing("source_date_epoch"))?;
+        if epoch.value > u64::from(u32::MAX) {
+            return Err(epoch.origin.error(
+                "",
+                "must fit in 32 bits (cpio newc stores mtime in 32 bits)",
+            ));
+        }
+
+        let package = m.kernel_package.ok_or_else(|| missing("kernel.package"))?;
+        let package_ok = package.value.starts_with("linux-image-")
+            && package
+                .value
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
+        if !package_ok {
+            return Err(package.origin.error(
+                "",
+                format!(
+                    "{:?} is not a Debian linux-image-* package name",
+                    package.value
+                ),
+            ));
+        }
+
+        let cmdline = m.cmdline.ok_or_else(|| missing("kernel.cmdline"))?;
+        validate_cmdline(&cmdline.value).map_err(|reason| cmdline.origin.error("", reason))?;
+
+        let init = m.init.ok_or_else(|| missing("init"))?;
+        let init_spec = BinarySpec {
+            package: init.value.package.clone(),
+            bin: init.value.bin.clone(),
+        };
+        if !valid_cargo_name(&init_spec.package) {
+            return Err(init.origin.error("package", "must be a cargo package name"));
+        }
+        if !valid_cargo_name(&init_spec.bin) {
+            return Err(init.origin.error("bin", "must be a cargo binary name"));
+        }
+
+        let modules = |list: Vec<Src<String>>| -> Result<Vec<ModuleEntry>> {
+            list.into_iter()
+                .map(|entry| {
+                    Selector::parse(&entry.value)
+                        .map(|selector| ModuleEntry {
+                            selector,
+                            origin: entry.origin.clone(),
+                        })
+                        .map_err(|reason| entry.origin.error("", reason))
+                })
+                .collect()
+        };
+        let early_modules = modules(m.early)?;
+        let full_modules = modules(m.full)?;
+
+        let mut binaries: Vec<Binary> = Vec::new();
+        for entry in &m.binaries {
+            let raw = &entry.value;
+            if !valid_cargo_name(&raw.package) {
+                return Err(entry.origin.error(
+                    "package",
+                    format!("{:?} is not a cargo package name", raw.package),
+                ));
+            }
+            if !valid_cargo_name(&raw.bin) {
+                return Err(entry
+                    .origin
+                    .error("bin", format!("{:?} is not a cargo binary name", raw.bin)));
+            }
+            valid_abs_path(&raw.dest).map_err(|reason| entry.origin.error("dest", reason))?;
+            if let Some(reserved) = RESERVED_PREFIXES
+                .iter()
+                .find(|p| raw.dest == **p || raw.dest.starts_with(&format!("{p}/")))
+            {
+                return Err(entry.origin.error(
+                    "dest",
+                    format!(
+                        "{} is under {reserved}, which the builder or init owns",
+                        raw.dest
+                    ),
+                ));
+            }
+            if binaries.iter().any(|b| b.dest == raw.dest) {
+                return Err(entry.origin.error(
+                    "dest",
+                    format!("{} is already the destination of another binary", raw.dest),
+                ));
+            }
+            binaries.push(Binary {
+                spec: BinarySpec {
+                    package: raw.package.clone(),
+                    bin: raw.bin.clone(),
+                },
+                dest: raw.dest.clone(),
+            });
+        }
+
+        let mut boot_tasks: Vec<BootTask> = Vec::new();
+        for entry in &m.boot_tasks {
+            let raw = &entry.value;
+            let bytes = raw.name.as_bytes();
+            let name_ok = bytes.len() >= 4
+                && bytes[0].is_ascii_digit()
+                && bytes[1].is_ascii_digit()
+                && bytes[2] == b'-'
+                && bytes[3..]
+                    .iter()
+                    .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+            if !name_ok {
+                return Err(entry.origin.error("name", format!("{:?}: use NN-name (two digits, a dash, then a-z 0-9 - _ .); tasks start in name order", raw.name)));
+            }
+            if boot_tasks.iter().any(|t| t.name == raw.name) {
+                return Err(entry
+                    .origin
+                    .error("name", format!("{} is defined twice", raw.name)));
+            }
+            if !binaries.iter().any(|b| b.dest == raw.target) && raw.target != "/sbin/init" {
+                let known: Vec<&str> = binaries.iter().map(|b| b.dest.as_str()).collect();
+                return Err(entry.origin.error(
+                    "target",
+                    format!(
+                        "{} is not the dest of any binary in this profile (binaries: {})",
+                        raw.target,
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+            boot_tasks.push(BootTask {
+                name: raw.name.clone(),
+                target: raw.target.clone(),
+            });
+        }
+
+        let rootfs = m.rootfs.ok_or_else(|| missing("rootfs"))?;
+        if rootfs.value.fs_type != "erofs" {
+            return Err(rootfs.origin.error(
+                "type",
+                format!(
+                    "{:?}: only erofs root images are built",
+                    rootfs.value.fs_type
+                ),
+            ));
+        }
+        let rootfs_compression = match (rootfs.value.compression.as_str(), rootfs.value.level) {
+            ("none", None) => ErofsCompression::None,
+            ("lz4", None) => ErofsCompression::Lz4,
+            ("lz4hc", level) => {
+                let level = level.unwrap_or(9);
+                if level > 12 {
+                    return Err(rootfs.origin.error(
+                        "level",
+                        format!("{level} is out of range for lz4hc (0 to 12)"),
+                    ));
+                }
+                ErofsCompression::Lz4hc(level)
+            }
+            ("none" | "lz4", Some(_)) => {
+                return Err(rootfs.origin.error("level", "only lz4hc takes a level"));
+            }
+            (other, _) => {
+                return Err(rootfs.origin.error(
+                    "compression",
+                    format!("{other:?}: erofs-utils 1.5 offers lz4hc, lz4 or none"),
+                ));
+            }
+        };
+
+        let rootfs_pcluster_size = rootfs.value.pcluster_size;
+        if let Some(size) = rootfs_pcluster_size {
+            if size % 4096 != 0 || !(4096..=MAX_PCLUSTER).contains(&size) {
+                return Err(rootfs.origin.error(
+                    "pcluster_size",
+                    format!("{size}: use a multiple of 4096 from 4096 to {MAX_PCLUSTER}"),
+                ));
+            }
+            if rootfs_compression == ErofsCompression::None {
+                return Err(rootfs
+                    .origin
+                    .error("pcluster_size", "only applies to a compressed image"));
+            }
+        }
+
+        let initramfs = m.initramfs.ok_or_else(|| missing("initramfs"))?;
+        let initramfs_compression =
+            Compression::new(&initramfs.value.compression, initramfs.value.level)
+                .map_err(|reason| initramfs.origin.error("compression", reason))?;
+
+        Ok(Profile {
+            name: name.value,
+            description,
+            file: file.to_path_buf(),
+            source_date_epoch: epoch.value,
+            kernel_package: package.value,
+            cmdline: cmdline.value,
+            init: init_spec,
+            early_modules,
+            full_modules,
+            binaries,
+            boot_tasks,
+            rootfs_compression,
+            rootfs_pcluster_size,
+            initramfs_compression,
+        })
+    }
+
+    /// Every binary to build: init first, then the others in profile order, without repeats.
+    pub fn binary_specs(&self) -> Vec<BinarySpec> {
+        let mut specs = vec![self.init.clone()];
+        for binary in &self.binaries {
+            if !specs.contains(&binary.spec) {
+                specs.push(binary.spec.clone());
+            }
+        }
+        specs
+    }
+}
+
+fn validate_cmdline(cmdline: &str) -> Result<(), String> {
+    if cmdline.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if cmdline.len() > MAX_CMDLINE {
+        return Err(format!(
+            "{} bytes; the kernel takes at most {MAX_CMDLINE}",
+            cmdline.len()
+        ));
+    }
+    if let Some(c) = cmdline
+        .chars()
+        .find(|c| !(c.is_ascii_graphic() || *c == ' '))
+    {
+        return Err(format!("contains {c:?}; use printable ASCII and spaces"));
+    }
+    if cmdline.contains('$') {
+        return Err("contains $, which iPXE would expand in boot.ipxe".into());
+    }
+    if cmdline.split(' ').any(|arg| arg.starts_with("initrd=")) {
+        return Err("must not set initrd= (boot.ipxe adds initrd=initramfs)".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+name = "base"
+description = "a base"
+source_date_epoch = 1700000000
+
+[kernel]
+package = "linux-image-amd64"
+cmdline = "console=ttyS0 quiet"
+
+[init]
+package = "shoal-init"
+bin = "shoal-init"
+
+[modules]
+early = ["loop", "erofs"]
+full = ["kernel/drivers/net/**"]
+
+[[binary]]
+package = "tools"
+bin = "tool"
+dest = "/usr/lib/shoal/tool"
+
+[rootfs]
+type = "erofs"
+compression = "lz4hc"
+level = 12
+
+[initramfs]
+compression = "zstd"
+"#;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn load_err(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        let path = write(dir.path(), "child.toml", text);
+        Profile::load(&path).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn loads_a_complete_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "base.toml", BASE);
+        let p = Profile::load(&path).unwrap();
+        assert_eq!(p.name, "base");
+        assert_eq!(p.source_date_epoch, 1_700_000_000);
+        assert_eq!(
+            p.init,
+            BinarySpec {
+                package: "shoal-init".into(),
+                bin: "shoal-init".into()
+            }
+        );
+        assert_eq!(p.early_modules.len(), 2);
+        assert_eq!(
+            p.full_modules[0].selector,
+            Selector::PathGlob("kernel/drivers/net/**".into())
+        );
+        assert_eq!(p.rootfs_compression, ErofsCompression::Lz4hc(12));
+        assert_eq!(p.initramfs_compression, Compression::Zstd(19));
+        assert_eq!(p.binary_specs().len(), 2);
+    }
+
+    #[test]
+    fn extends_merges_and_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        let path = write(
+            dir.path(),
+            "child.toml",
+            r#"
+extends = "base"
+name = "child"
+[kernel]
+cmdline = "console=ttyS0"
+[modules]
+full = ["xfs"]
+[[binary]]
+package = "helpers"
+bin = "orphans"
+dest = "/usr/lib/shoal/orphans"
+[[boot_task]]
+name = "50-orphans"
+target = "/usr/lib/shoal/orphans"
+[initramfs]
+compression = "none"
+"#,
+        );
+        let p = Profile::load(&path).unwrap();
+        assert_eq!(p.name, "child");
+        assert_eq!(p.description, "a base");
+        assert_eq!(p.kernel_package, "linux-image-amd64");
+        assert_eq!(p.cmdline, "console=ttyS0");
+        assert_eq!(p.full_modules.len(), 2);
+        assert_eq!(p.full_modules[1].origin.field, "modules.full[0]");
+        assert!(p.full_modules[1].origin.file.ends_with("child.toml"));
+        assert_eq!(p.binaries.len(), 2);
+        assert_eq!(
+            p.boot_tasks,
+            [BootTask {
+                name: "50-orphans".into(),
+                target: "/usr/lib/shoal/orphans".into()
+            }]
+        );
+        assert_eq!(p.initramfs_compression, Compression::None);
+        assert_eq!(p.rootfs_compression, ErofsCompression::Lz4hc(12));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_the_file_name() {
+        let err = load_err("extends = \"base\"\nname = \"x\"\ncolour = \"blue\"\n");
+        assert!(
+            err.contains("child.toml") && err.contains("colour"),
+            "{err}"
+        );
+        let err = load_err("extends = \"base\"\n[initramfs]\ncompresion = \"zstd\"\n");
+        assert!(err.contains("compresion"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_file_field_and_reason() {
+        let err = load_err("extends = \"base\"\n[initramfs]\ncompression = \"xz\"\n");
+        assert!(
+            err.contains("child.toml: field `initramfs.compression`: unknown compression \"xz\""),
+            "{err}"
+        );
+        let err = load_err("extends = \"base\"\n[initramfs]\ncompression = \"zstd\"\nlevel = 22\n");
+        assert!(err.contains("level 22 is out of range for zstd"), "{err}");
+        let err = load_err(
+            "extends = \"base\"\n[[binary]]\npackage = \"p\"\nbin = \"b\"\ndest = \"usr/b\"\n",
+        );
+        assert!(
+            err.contains("field `binary[0].dest`: \"usr/b\" is not an absolute path"),
+            "{err}"
+        );
+        let err = load_err(
+            "extends = \"base\"\n[[binary]]\npackage = \"p\"\nbin = \"b\"\ndest = \"/proc/b\"\n",
+        );
+        assert!(err.contains("under /proc"), "{err}");
+        let err = load_err(
+            "extends = \"base\"\n[[binary]]\npackage = \"p\"\nbin = \"b\"\ndest = \"/usr/lib/shoal/tool\"\n",
+        );
+        assert!(err.contains("already the destination"), "{err}");
+        let err = load_err(
+            "extends = \"base\"\n[[boot_task]]\nname = \"orphans\"\ntarget = \"/usr/lib/shoal/tool\"\n",
+        );
+        assert!(err.contains("field `boot_task[0].name`"), "{err}");
+        let err = load_err(
+            "extends = \"base\"\n[[boot_task]]\nname = \"10-x\"\ntarget = \"/usr/bin/x\"\n",
+        );
+        assert!(
+            err.contains("field `boot_task[0].target`: /usr/bin/x is not the dest"),
+            "{err}"
+        );
+        let err =
+            load_err("extends = \"base\"\n[kernel]\ncmdline = \"console=ttyS0 initrd=foo\"\n");
+        assert!(err.contains("field `kernel.cmdline`"), "{err}");
+        let err = load_err("extends = \"base\"\n[modules]\nearly = [\"drivers/net/*\"]\n");
+        assert!(err.contains("field `modules.early[0]`"), "{err}");
+        let err = load_err("extends = \"base\"\nname = \"Big Name\"\n");
+        assert!(err.contains("field `name`"), "{err}");
+        let err = load_err("extends = \"base\"\nsource_date_epoch = 99999999999\n");
+        assert!(
+            err.contains("field `source_date_epoch`: must fit in 32 bits"),
+            "{err}"
+        );
+        let err =
+            load_err("extends = \"base\"\n[rootfs]\ntype = \"squashfs\"\ncompression = \"xz\"\n");
+        assert!(err.contains("field `rootfs.type`"), "{err}");
+        let err = load_err(
+            "extends = \"base\"\n[rootfs]\ntype = \"erofs\"\ncompression = \"lz4\"\npcluster_size = 5000\n",
+        );
+        assert!(err.contains("field `rootfs.pcluster_size`: 5000"), "{err}");
+        // The base's own values are reported against the base file.
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "base.toml",
+            &BASE.replace("level = 12", "level = 13"),
+        );
+        let path = write(dir.path(), "child.toml", "extends = \"base\"\n");
+        let err = Profile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("base.toml: field `rootfs.level`"), "{err}");
+    }
+
+    #[test]
+    fn missing_fields_and_cycles() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "lone.toml", "name = \"lone\"\n");
+        let err = Profile::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("lone.toml: field `source_date_epoch`: required"),
+            "{err}"
+        );
+        write(dir.path(), "a.toml", "extends = \"b\"\n");
+        let path = write(dir.path(), "b.toml", "extends = \"a\"\n");
+        let err = Profile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("cycle"), "{err}");
+        let err = Profile::load(&dir.path().join("nope.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.toml: cannot read it"), "{err}");
+    }
+
+    #[test]
+    fn compression_parsing() {
+        assert_eq!(Compression::parse("none"), Ok(Compression::None));
+        assert_eq!(Compression::parse("zstd:3"), Ok(Compression::Zstd(3)));
+        assert_eq!(Compression::parse("lz4"), Ok(Compression::Lz4(9)));
+        assert_eq!(Compression::parse("gzip:9").unwrap().to_string(), "gzip:9");
+        assert!(Compression::parse("none:1").is_err());
+        assert!(Compression::parse("zstd:x").is_err());
+    }
+
+    #[test]
+    fn shipped_profiles_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+        let default = Profile::load(&dir.join("default.toml")).unwrap();
+        assert_eq!(default.name, "default");
+        assert_eq!(default.init.bin, "shoal-init");
+        let test = Profile::load(&dir.join("test.toml")).unwrap();
+        assert_eq!(test.name, "test");
+        assert!(
+            test.binaries
+                .iter()
+                .any(|b| b.spec.package == "shoal-test-helpers"
+                    && b.spec.bin == "shoal-test-orphans"
+                    && b.dest == "/usr/lib/shoal/shoal-test-orphans")
+        );
+        assert!(
+            test.boot_tasks
+                .iter()
+                .any(|t| t.name == "50-orphans" && t.target == "/usr/lib/shoal/shoal-test-orphans")
+        );
+        assert_eq!(test.early_modules, default.early_modules);
+    }
+}

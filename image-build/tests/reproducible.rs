@@ -1,0 +1,209 @@
+//! Builds the default profile twice and checks that the artefacts are byte-identical and laid
+//! out as docs/architecture.md ("Image layout") promises.
+//!
+//! Needs what a real build needs: apt package lists and network access to Debian's mirror for
+//! the first kernel download (then the cache in `<workspace>/.cache/shoal`), erofs-utils, and
+//! the cpio CLI to read the initramfs back. Missing tools fail the test; they never skip it.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use shoal_image_build::{BuildOptions, Compression, Manifest, ProgressMode, build};
+
+fn build_into(out: &Path) -> Manifest {
+    let mut options = BuildOptions::new("default");
+    options.out_dir = Some(out.to_path_buf());
+    options.progress = ProgressMode::Plain;
+    // The layout checks read the archive with the cpio CLI.
+    options.initramfs_compression = Some(Compression::None);
+    build(&options).unwrap_or_else(|e| {
+        panic!("building the default profile failed (CI installs erofs-utils, kmod, cpio and runs apt-get update): {e}")
+    })
+}
+
+fn run(command: &mut Command) -> String {
+    let output = command
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e} (install it; CI does)"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        output.status
+    );
+    String::from_utf8(output.stdout).expect("command output is UTF-8")
+}
+
+#[test]
+fn default_profile_is_reproducible_and_follows_the_image_layout() {
+    let scratch = tempfile::tempdir().unwrap();
+    let first_dir = scratch.path().join("first");
+    let second_dir = scratch.path().join("second");
+    let first = build_into(&first_dir);
+    let second = build_into(&second_dir);
+
+    // Reproducible: same manifest, same bytes.
+    assert_eq!(first, second, "the two manifests differ");
+    for artefact in &first.artefacts {
+        let a = std::fs::read(first_dir.join(&artefact.name)).unwrap();
+        let b = std::fs::read(second_dir.join(&artefact.name)).unwrap();
+        assert!(a == b, "{} differs between two builds", artefact.name);
+        assert_eq!(
+            a.len() as u64,
+            artefact.size,
+            "{} size in manifest",
+            artefact.name
+        );
+    }
+    assert_eq!(
+        std::fs::read(first_dir.join("manifest.json")).unwrap(),
+        std::fs::read(second_dir.join("manifest.json")).unwrap()
+    );
+    let names: Vec<&str> = first.artefacts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["boot.ipxe", "initramfs", "rootfs.erofs", "vmlinuz"]);
+    assert_eq!(Manifest::load(&first_dir).unwrap(), first);
+
+    let kver = &first.kernel.release;
+    assert!(
+        first.kernel.package.starts_with("linux-image-6."),
+        "{}",
+        first.kernel.package
+    );
+    assert!(first.modules.early > 0 && first.modules.full > first.modules.early);
+
+    // The initramfs.
+    let listing = run(Command::new("cpio")
+        .args(["-it", "--quiet"])
+        .stdin(std::fs::File::open(first_dir.join("initramfs")).unwrap()));
+    let entries: BTreeSet<&str> = listing.lines().collect();
+    let moddir = format!("lib/modules/{kver}");
+    for expected in [
+        "init",
+        "dev",
+        "dev/console",
+        "proc",
+        "sys",
+        "run",
+        "sysroot",
+        "tmp",
+        "shoal/rootfs.erofs",
+    ] {
+        assert!(entries.contains(expected), "initramfs lacks /{expected}");
+    }
+    for index in [
+        "modules.alias",
+        "modules.dep",
+        "modules.softdep",
+        "modules.builtin",
+    ] {
+        assert!(
+            entries.contains(format!("{moddir}/{index}").as_str()),
+            "initramfs lacks /{moddir}/{index}"
+        );
+    }
+    for module in [
+        "kernel/fs/erofs/erofs.ko",
+        "kernel/drivers/block/loop.ko",
+        "kernel/drivers/block/virtio_blk.ko",
+    ] {
+        assert!(
+            entries.contains(format!("{moddir}/{module}").as_str()),
+            "initramfs lacks {module}"
+        );
+    }
+    assert!(
+        !entries.iter().any(|e| e.ends_with("virtio_net.ko")),
+        "a NIC driver is in the early set"
+    );
+    assert_eq!(
+        entries.iter().filter(|e| e.ends_with(".ko")).count(),
+        first.modules.early
+    );
+    let verbose = run(Command::new("cpio")
+        .args(["-itv", "--quiet"])
+        .stdin(std::fs::File::open(first_dir.join("initramfs")).unwrap()));
+    let console = verbose
+        .lines()
+        .find(|l| l.ends_with(" dev/console"))
+        .unwrap();
+    assert!(console.starts_with("crw-------"), "{console}");
+
+    // The root image inside the initramfs is the one next to it.
+    let extract = scratch.path().join("initramfs");
+    std::fs::create_dir_all(&extract).unwrap();
+    run(Command::new("cpio")
+        .args(["-id", "--quiet", "shoal/rootfs.erofs"])
+        .current_dir(&extract)
+        .stdin(std::fs::File::open(first_dir.join("initramfs")).unwrap()));
+    assert!(
+        std::fs::read(extract.join("shoal/rootfs.erofs")).unwrap()
+            == std::fs::read(first_dir.join("rootfs.erofs")).unwrap(),
+        "/shoal/rootfs.erofs differs from rootfs.erofs"
+    );
+
+    // The root image.
+    let root = scratch.path().join("root");
+    run(Command::new("fsck.erofs")
+        .arg(format!("--extract={}", root.display()))
+        .arg(first_dir.join("rootfs.erofs")));
+    for dir in [
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "var",
+        "mnt",
+        "sysroot",
+        "etc/shoal/boot.d",
+        "usr/lib/shoal",
+    ] {
+        assert!(root.join(dir).is_dir(), "root image lacks /{dir}");
+    }
+    assert!(root.join("sbin/init").is_file());
+    let os_release = std::fs::read_to_string(root.join("etc/os-release")).unwrap();
+    assert!(
+        os_release.contains("VERSION_ID=")
+            && os_release.contains(&format!("SHOAL_KERNEL_RELEASE={kver}"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/passwd"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("etc/machine-id")).unwrap(),
+        Path::new("/run/shoal/machine-id")
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("etc/hostname")).unwrap(),
+        Path::new("/run/shoal/hostname")
+    );
+    let dep = std::fs::read_to_string(root.join(format!("{moddir}/modules.dep"))).unwrap();
+    assert_eq!(dep.lines().count(), first.modules.full);
+    assert!(
+        dep.lines()
+            .any(|l| l.starts_with("kernel/drivers/net/virtio_net.ko:"))
+    );
+    for forbidden in ["bin/sh", "usr/bin/sh", "bin/busybox"] {
+        assert!(
+            !root.join(forbidden).exists(),
+            "root image has /{forbidden}"
+        );
+    }
+
+    // The iPXE script.
+    let ipxe = std::fs::read_to_string(first_dir.join("boot.ipxe")).unwrap();
+    assert!(ipxe.starts_with("#!ipxe\n"));
+    assert!(
+        ipxe.contains(&format!(
+            "kernel vmlinuz {} initrd=initramfs\n",
+            first.cmdline
+        )),
+        "{ipxe}"
+    );
+    assert!(ipxe.contains("initrd initramfs\nboot\n"));
+}

@@ -1,0 +1,307 @@
+//! The kernel command line: the `shoal.` keys PID 1 understands, strictly.
+//!
+//! Unknown `shoal.` keys and malformed values are collected, not ignored, so a typo such as
+//! `shoal.hostnme=` shows up in the boot's `cmdline` event instead of silently doing nothing.
+//! Keys of the form `module.param=value` are kept for drivers PID 1 loads itself (the kernel only
+//! applies them to built-in drivers).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the root image lives when `shoal.root=` is not given: inside the initramfs.
+pub const DEFAULT_ROOT: &str = "/shoal/rootfs.erofs";
+
+/// The log levels `shoal.log=` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "error" => Self::Error,
+            "warn" => Self::Warn,
+            "info" => Self::Info,
+            "debug" => Self::Debug,
+            "trace" => Self::Trace,
+            _ => return None,
+        })
+    }
+}
+
+/// The root filesystem types PID 1 can mount as root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootFsType {
+    Erofs,
+    Squashfs,
+    Ext4,
+}
+
+impl RootFsType {
+    fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "erofs" => Self::Erofs,
+            "squashfs" => Self::Squashfs,
+            "ext4" => Self::Ext4,
+            _ => return None,
+        })
+    }
+
+    /// The name `mount(2)` and the kernel module both use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Erofs => "erofs",
+            Self::Squashfs => "squashfs",
+            Self::Ext4 => "ext4",
+        }
+    }
+}
+
+/// Everything PID 1 takes from the kernel command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cmdline {
+    pub root: PathBuf,
+    pub root_fstype: RootFsType,
+    pub root_wait: Duration,
+    pub hostname: Option<String>,
+    pub reboot_delay: Duration,
+    pub log_level: LogLevel,
+    /// `module.param=value` settings, per module (names normalised to underscores).
+    pub module_params: BTreeMap<String, Vec<String>>,
+    /// `shoal.` keys this PID 1 does not know.
+    pub unknown_keys: Vec<String>,
+    /// Known keys with values that could not be used, with the reason; defaults apply to them.
+    pub errors: Vec<String>,
+}
+
+impl Default for Cmdline {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from(DEFAULT_ROOT),
+            root_fstype: RootFsType::Erofs,
+            root_wait: Duration::from_secs(10),
+            hostname: None,
+            reboot_delay: Duration::from_secs(10),
+            log_level: LogLevel::Info,
+            module_params: BTreeMap::new(),
+            unknown_keys: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+/// Splits a command line into words the way the kernel does: spaces separate words, double
+/// quotes group spaces into a word and are removed.
+pub fn split_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_quotes = false;
+    let mut has_word = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                in_quotes = !in_quotes;
+                has_word = true;
+            }
+            c if c.is_whitespace() && !in_quotes => {
+                if has_word {
+                    words.push(std::mem::take(&mut word));
+                    has_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                has_word = true;
+            }
+        }
+    }
+    if has_word {
+        words.push(word);
+    }
+    words
+}
+
+/// Parses the whole command line. Never fails: problems are recorded in `unknown_keys` and
+/// `errors`, and the defaults stay in force for the affected settings.
+pub fn parse(line: &str) -> Cmdline {
+    let mut cmdline = Cmdline::default();
+    for word in split_words(line) {
+        let (key, value) = match word.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (word.as_str(), None),
+        };
+        if let Some(shoal_key) = key.strip_prefix("shoal.") {
+            apply_shoal_key(&mut cmdline, shoal_key, value);
+        } else if let Some((module, _param)) = key.split_once('.') {
+            // Kernel parameters with a dot are module parameters (`virtio_net.napi_tx=1`).
+            // The part before the dot never contains '/' or '=' for a real module.
+            if !module.is_empty() && !module.contains('/') {
+                let module = module.replace('-', "_");
+                let param = word[module.len() + 1..].to_string();
+                cmdline.module_params.entry(module).or_default().push(param);
+            }
+        }
+    }
+    cmdline
+}
+
+fn apply_shoal_key(cmdline: &mut Cmdline, key: &str, value: Option<&str>) {
+    let full = format!("shoal.{key}");
+    let Some(value) = value else {
+        if known_key(key) {
+            cmdline
+                .errors
+                .push(format!("{full}: needs a value ({full}=...)"));
+        } else {
+            cmdline.unknown_keys.push(full);
+        }
+        return;
+    };
+    let mut bad = |reason: String| cmdline.errors.push(format!("{full}={value}: {reason}"));
+    match key {
+        "root" => {
+            if value.starts_with('/') {
+                cmdline.root = PathBuf::from(value);
+            } else {
+                bad("must be an absolute path to an image file or block device".into());
+            }
+        }
+        "rootfstype" => match RootFsType::parse(value) {
+            Some(t) => cmdline.root_fstype = t,
+            None => bad("must be one of erofs, squashfs, ext4".into()),
+        },
+        "rootwait" => match parse_seconds(value) {
+            Some(d) => cmdline.root_wait = d,
+            None => bad("must be a number of seconds".into()),
+        },
+        "reboot_delay" => match parse_seconds(value) {
+            Some(d) => cmdline.reboot_delay = d,
+            None => bad("must be a number of seconds".into()),
+        },
+        "hostname" => match validate_hostname(value) {
+            Ok(()) => cmdline.hostname = Some(value.to_string()),
+            Err(reason) => bad(reason),
+        },
+        "log" => match LogLevel::parse(value) {
+            Some(level) => cmdline.log_level = level,
+            None => bad("must be one of error, warn, info, debug, trace".into()),
+        },
+        _ => cmdline.unknown_keys.push(full),
+    }
+}
+
+fn known_key(key: &str) -> bool {
+    matches!(
+        key,
+        "root" | "rootfstype" | "rootwait" | "reboot_delay" | "hostname" | "log"
+    )
+}
+
+fn parse_seconds(value: &str) -> Option<Duration> {
+    let secs: f64 = value.parse().ok()?;
+    (secs.is_finite() && (0.0..=86_400.0).contains(&secs)).then(|| Duration::from_secs_f64(secs))
+}
+
+/// Checks a hostname the way RFC 1123 and the kernel (64 bytes at most) allow it.
+pub fn validate_hostname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("a hostname has 1 to 64 characters".into());
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("each dot-separated label has 1 to 63 characters".into());
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("a label cannot start or end with '-'".into());
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err("only letters, digits, '-' and '.' are allowed".into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_when_nothing_is_given() {
+        let c = parse("BOOT_IMAGE=/vmlinuz console=ttyS0 quiet");
+        assert_eq!(c, Cmdline::default());
+    }
+
+    #[test]
+    fn reads_every_known_key() {
+        let c = parse(
+            "shoal.root=/dev/vda shoal.rootfstype=squashfs shoal.rootwait=2.5 \
+             shoal.hostname=node-1 shoal.reboot_delay=1 shoal.log=debug",
+        );
+        assert_eq!(c.root, PathBuf::from("/dev/vda"));
+        assert_eq!(c.root_fstype, RootFsType::Squashfs);
+        assert_eq!(c.root_wait, Duration::from_millis(2500));
+        assert_eq!(c.hostname.as_deref(), Some("node-1"));
+        assert_eq!(c.reboot_delay, Duration::from_secs(1));
+        assert_eq!(c.log_level, LogLevel::Debug);
+        assert!(c.unknown_keys.is_empty() && c.errors.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn reports_unknown_shoal_keys() {
+        let c = parse("shoal.hostnme=x shoal.bogus shoal.root=/r.img");
+        assert_eq!(c.unknown_keys, vec!["shoal.hostnme", "shoal.bogus"]);
+        assert_eq!(c.root, PathBuf::from("/r.img"));
+    }
+
+    #[test]
+    fn bad_values_are_errors_and_keep_defaults() {
+        let c = parse(
+            "shoal.root=vda shoal.rootfstype=btrfs shoal.rootwait=soon shoal.hostname=-bad- \
+             shoal.log=loud shoal.reboot_delay=-1 shoal.hostname",
+        );
+        assert_eq!(c.root, PathBuf::from(DEFAULT_ROOT));
+        assert_eq!(c.root_fstype, RootFsType::Erofs);
+        assert_eq!(c.hostname, None);
+        assert_eq!(c.errors.len(), 7, "{:?}", c.errors);
+        assert!(c.errors[0].starts_with("shoal.root=vda: must be an absolute path"));
+        assert!(c.errors[6].contains("needs a value"));
+        assert!(c.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn quotes_group_words() {
+        assert_eq!(
+            split_words(r#"a "b c"  d="e f" "" g"#),
+            vec!["a", "b c", "d=e f", "", "g"]
+        );
+    }
+
+    #[test]
+    fn collects_module_parameters() {
+        let c = parse("virtio-net.napi_tx=1 e1000e.InterruptThrottleRate=3000 virtio_net.x=y");
+        assert_eq!(c.module_params["virtio_net"], vec!["napi_tx=1", "x=y"]);
+        assert_eq!(
+            c.module_params["e1000e"],
+            vec!["InterruptThrottleRate=3000"]
+        );
+    }
+
+    #[test]
+    fn hostname_rules() {
+        assert!(validate_hostname("shoal-1a2b3c4d").is_ok());
+        assert!(validate_hostname("a.b.c").is_ok());
+        assert!(validate_hostname("").is_err());
+        assert!(validate_hostname("a..b").is_err());
+        assert!(validate_hostname("under_score").is_err());
+        assert!(validate_hostname(&"x".repeat(65)).is_err());
+    }
+}

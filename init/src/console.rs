@@ -1,0 +1,122 @@
+//! Where PID 1 speaks: the console (every log line and every boot event) and the kernel log
+//! (`/dev/kmsg`, so `dmesg` and later the supervisor's log API have them too).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::sync::OnceLock;
+
+use shoal_boot_events::{Event, Record};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
+
+use crate::cmdline::LogLevel;
+
+static KMSG: OnceLock<File> = OnceLock::new();
+
+/// Seconds since the kernel started (`CLOCK_BOOTTIME`, which counts suspend too).
+pub fn boottime() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+        .unwrap_or(0.0)
+}
+
+/// Milliseconds since `start`, rounded to microseconds for short JSON.
+pub fn ms_since(start: std::time::Instant) -> f64 {
+    (start.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Opens `/dev/kmsg` once `/dev` is mounted. Before that, and if it fails, lines go to the
+/// console only.
+pub fn attach_kmsg() {
+    if KMSG.get().is_none()
+        && let Ok(file) = OpenOptions::new().write(true).open("/dev/kmsg")
+    {
+        let _ = KMSG.set(file);
+    }
+}
+
+/// Writes one line to the console and, tagged for `dmesg`, to the kernel log. `priority` is the
+/// syslog level (3 error, 4 warning, 6 info, 7 debug).
+fn write_line(console_line: &str, kmsg_text: &str, priority: u8) {
+    // One write call per line keeps lines whole when other processes share the console.
+    let _ = io::stderr().write_all(console_line.as_bytes());
+    if let Some(mut kmsg) = KMSG.get() {
+        // The kernel truncates records past ~1 KiB; the console has the full line.
+        let text: String = kmsg_text.trim_end().chars().take(900).collect();
+        let _ = kmsg.write_all(format!("<{priority}>shoal-init: {text}\n").as_bytes());
+    }
+}
+
+/// Prints a boot event. In the kernel log it is tagged differently from the console line so a
+/// console that also echoes the kernel log never shows an event twice.
+pub fn emit(event: Event) {
+    // Microseconds are plenty, and keep the JSON short.
+    let t = (boottime() * 1e6).round() / 1e6;
+    let record = Record { t, event };
+    let line = record.to_line();
+    let json = line
+        .strip_prefix(shoal_boot_events::PREFIX)
+        .unwrap_or(&line);
+    write_line(&format!("{line}\n"), &format!("event {json}"), 6);
+}
+
+/// The `tracing` writer: each formatted event arrives as one buffer.
+#[derive(Debug, Clone, Copy)]
+struct ConsoleWriter;
+
+impl Write for ConsoleWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let priority = if text.contains(" ERROR ") {
+            3
+        } else if text.contains(" WARN ") {
+            4
+        } else {
+            6
+        };
+        write_line(
+            &text,
+            text.split_once("] ").map_or(&text, |(_, rest)| rest),
+            priority,
+        );
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Timestamps like the kernel's own log: seconds since boot.
+#[derive(Debug, Clone, Copy)]
+struct KernelTime;
+
+impl FormatTime for KernelTime {
+    fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
+        let t = boottime();
+        let micros = (t * 1e6) as u64;
+        write!(
+            w,
+            "[{:5}.{:06}] shoal-init:",
+            micros / 1_000_000,
+            micros % 1_000_000
+        )
+    }
+}
+
+/// Installs the `tracing` subscriber for PID 1.
+pub fn init_logging(level: LogLevel) {
+    let level = match level {
+        LogLevel::Error => tracing::Level::ERROR,
+        LogLevel::Warn => tracing::Level::WARN,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Trace => tracing::Level::TRACE,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(|| ConsoleWriter)
+        .with_timer(KernelTime)
+        .with_target(false)
+        .with_max_level(level)
+        .try_init();
+}

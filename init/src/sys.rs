@@ -1,0 +1,344 @@
+//! The thin layer that touches the real system: mounts, module loading, loop devices, the
+//! loopback link, the uevent socket and power. Everything that decides something lives in the
+//! pure modules; these functions only carry decisions out and report errors with context.
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::kmod::{ModuleInitFlags, finit_module};
+use nix::mount::{MsFlags, mount};
+use nix::sys::socket::{
+    AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, setsockopt, socket,
+    sockopt,
+};
+
+use crate::coldplug::Loader;
+use crate::mounts::Mount;
+
+/// Adds what went wrong to an I/O error: `"{what}: {error}"`.
+pub fn context(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> io::Error {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+fn nix_io(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+/// Mounts one filesystem, creating its mount point if needed.
+pub fn mount_one(m: &Mount) -> io::Result<()> {
+    if let Err(e) = fs::create_dir_all(m.target) {
+        // A read-only root must already have the mount point; mount(2) says so if not.
+        tracing::debug!(target = m.target, error = %e, "cannot create mount point");
+    }
+    let data = (!m.data.is_empty()).then_some(m.data);
+    mount(Some(m.source), m.target, Some(m.fstype), m.flags, data)
+        .map_err(nix_io)
+        .map_err(context(format_args!(
+            "mounting {} ({}) on {}",
+            m.source, m.fstype, m.target
+        )))
+}
+
+/// Makes sure fds 0, 1 and 2 are open on the console: the kernel leaves them closed when the
+/// initramfs has no `/dev/console`.
+pub fn ensure_console_fds() {
+    // SAFETY: fcntl(F_GETFD) only queries a descriptor number; it has no memory effects.
+    let closed = |fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1;
+    if !(closed(0) || closed(1) || closed(2)) {
+        return;
+    }
+    let Ok(console) = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    else {
+        return;
+    };
+    for fd in 0..3 {
+        if closed(fd) {
+            // SAFETY: dup2 onto a closed standard descriptor; `console` stays open meanwhile.
+            unsafe { libc::dup2(console.as_raw_fd(), fd) };
+        }
+    }
+}
+
+/// Loads modules with `finit_module(2)`.
+#[derive(Debug, Default)]
+pub struct FinitLoader;
+
+impl Loader for FinitLoader {
+    fn load(&mut self, _name: &str, path: &Path, params: &str) -> io::Result<()> {
+        let file = File::open(path).map_err(context(path.display()))?;
+        let params =
+            CString::new(params).map_err(|_| io::Error::other("module parameters contain NUL"))?;
+        match finit_module(&file, &params, ModuleInitFlags::empty()) {
+            Ok(()) | Err(nix::Error::EEXIST) => Ok(()),
+            Err(e) => Err(nix_io(e)),
+        }
+    }
+}
+
+// Loop device interface from <linux/loop.h>.
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LO_FLAGS_READ_ONLY: u32 = 1;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// Attaches `image` read-only to a free loop device and returns the device's path and an open
+/// handle on it. The device detaches itself when its last user goes, so the caller keeps the
+/// handle until the device is mounted.
+pub fn attach_loop(image: &Path) -> io::Result<(PathBuf, File)> {
+    let file = File::open(image).map_err(context(image.display()))?;
+    let control = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")
+        .map_err(context("/dev/loop-control (is the loop module loaded?)"))?;
+    // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number or -1.
+    let number = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE) };
+    if number < 0 {
+        return Err(context("LOOP_CTL_GET_FREE")(io::Error::last_os_error()));
+    }
+    let device = PathBuf::from(format!("/dev/loop{number}"));
+    // devtmpfs creates the node asynchronously; give it a moment.
+    let loop_dev = wait_for(Duration::from_secs(2), || {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&device)
+            .ok()
+    })
+    .ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} did not appear", device.display()),
+        )
+    })?;
+
+    let mut name = [0u8; 64];
+    let path_bytes = image.as_os_str().as_encoded_bytes();
+    let n = path_bytes.len().min(63);
+    name[..n].copy_from_slice(&path_bytes[..n]);
+    let config = LoopConfig {
+        fd: file.as_raw_fd() as u32,
+        block_size: 0,
+        info: LoopInfo64 {
+            lo_device: 0,
+            lo_inode: 0,
+            lo_rdevice: 0,
+            lo_offset: 0,
+            lo_sizelimit: 0,
+            lo_number: 0,
+            lo_encrypt_type: 0,
+            lo_encrypt_key_size: 0,
+            lo_flags: LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR,
+            lo_file_name: name,
+            lo_crypt_name: [0; 64],
+            lo_encrypt_key: [0; 32],
+            lo_init: [0; 2],
+        },
+        reserved: [0; 8],
+    };
+    // SAFETY: `config` is a fully initialised `struct loop_config` that outlives the call; the
+    // kernel only reads it.
+    let rc = unsafe {
+        libc::ioctl(
+            loop_dev.as_raw_fd(),
+            LOOP_CONFIGURE,
+            &config as *const LoopConfig,
+        )
+    };
+    if rc < 0 {
+        return Err(context(format_args!(
+            "attaching {} to {}",
+            image.display(),
+            device.display()
+        ))(io::Error::last_os_error()));
+    }
+    Ok((device, loop_dev))
+}
+
+/// Polls `f` every 10 ms until it returns something or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Brings `lo` up; the kernel then gives it 127.0.0.1/8 and ::1 by itself.
+pub fn loopback_up() -> io::Result<()> {
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(nix_io)?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills `req.ifr_ifru.ifru_flags` of a valid, named ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(context("SIOCGIFFLAGS lo")(io::Error::last_os_error()));
+    }
+    // SAFETY: the union member written by SIOCGIFFLAGS is `ifru_flags`.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads the same valid ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(context("SIOCSIFFLAGS lo")(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// The kernel's device event socket.
+#[derive(Debug)]
+pub struct UeventSocket {
+    fd: OwnedFd,
+}
+
+impl UeventSocket {
+    pub fn open() -> io::Result<Self> {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            SockProtocol::NetlinkKObjectUEvent,
+        )
+        .map_err(nix_io)
+        .map_err(context("uevent socket"))?;
+        // A burst of hotplug events must not overflow the socket; the force variant ignores
+        // rmem_max, which PID 1 may do.
+        let _ = setsockopt(&fd, sockopt::RcvBufForce, &(4 << 20));
+        // Group 1 is the kernel's broadcast group (udev daemons use group 2).
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 1))
+            .map_err(nix_io)
+            .map_err(context("binding uevent socket"))?;
+        Ok(Self { fd })
+    }
+
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
+    /// Reads every pending message.
+    pub fn drain(&self) -> Vec<Vec<u8>> {
+        let mut messages = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match recv(
+                self.fd.as_raw_fd(),
+                &mut buf,
+                nix::sys::socket::MsgFlags::empty(),
+            ) {
+                Ok(n) => messages.push(buf[..n].to_vec()),
+                Err(nix::Error::EINTR) => continue,
+                Err(nix::Error::ENOBUFS) => {
+                    tracing::warn!("uevent socket overran; some hotplug events were lost");
+                    continue;
+                }
+                Err(_) => break,
+            }
+        }
+        messages
+    }
+}
+
+/// Whether `/` is still the initramfs (ramfs or tmpfs).
+pub fn root_is_initramfs() -> bool {
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    nix::sys::statfs::statfs("/")
+        .map(|s| {
+            let t = s.filesystem_type().0;
+            t == RAMFS_MAGIC || t == TMPFS_MAGIC
+        })
+        .unwrap_or(false)
+}
+
+/// Deletes everything under `dir` that lives on the same filesystem, except `keep`. Used to
+/// free the initramfs' memory before leaving it.
+pub fn delete_same_fs(dir: &Path, keep: &Path) {
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    let dev = meta.dev();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path == keep {
+            continue;
+        }
+        let Ok(m) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if m.dev() != dev {
+            continue; // a mount point
+        }
+        if m.is_dir() {
+            delete_same_fs(&path, keep);
+            let _ = fs::remove_dir(&path);
+        } else {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
+/// 16 random bytes from the kernel (never blocks: early boot may lack entropy, and an id that
+/// is merely unpredictable enough is fine here).
+pub fn random16() -> [u8; 16] {
+    let mut buf = [0u8; 16];
+    if let Ok(mut f) = File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut buf);
+    }
+    buf
+}
+
+/// Moves a mount to a new place (`mount --move`).
+pub fn move_mount(from: &str, to: &Path) -> io::Result<()> {
+    mount(Some(from), to, None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(nix_io)
+        .map_err(context(format_args!("moving {from} to {}", to.display())))
+}

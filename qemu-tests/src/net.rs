@@ -1,0 +1,257 @@
+//! A private network namespace per test: a bridge `br0` with a host-side address, one tap per
+//! VM NIC, and optionally dnsmasq and an HTTP server for PXE. No route leads out of it, so VM
+//! traffic never reaches the host's network.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::dnsmasq::{DhcpConfig, Dnsmasq};
+use crate::http::HttpServer;
+use crate::image::Image;
+use crate::{Result, process, require_root};
+
+/// Where `ip netns` keeps its namespace handles.
+const NETNS_DIR: &str = "/run/netns";
+/// Every namespace this harness creates is named `shoal-<pid>-<counter>`.
+const NAME_PREFIX: &str = "shoal-";
+/// The bridge's host-side address; any address is private inside our own namespace.
+pub const HOST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const PREFIX_LEN: u8 = 24;
+/// The bridge's IPv6 address (a unique local prefix); dnsmasq advertises its /64.
+pub const HOST_ADDR6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+/// The port the PXE file server listens on.
+pub const HTTP_PORT: u16 = 80;
+
+static NEXT_NAMESPACE: AtomicU32 = AtomicU32::new(0);
+
+/// The namespace itself; deleted when the last holder (the [`Network`] and every VM started in
+/// it) is dropped.
+#[derive(Debug)]
+pub(crate) struct Namespace {
+    name: String,
+    next_tap: AtomicU32,
+}
+
+impl Namespace {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `/run/netns/<name>`, the handle a thread `setns()`es into.
+    pub(crate) fn handle(&self) -> PathBuf {
+        Path::new(NETNS_DIR).join(&self.name)
+    }
+
+    /// A command that runs `program` inside the namespace (`ip netns exec`, which execs, so the
+    /// child's pid is the program's own).
+    pub(crate) fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+
+    /// Creates a new tap, enslaved to the bridge and up.
+    pub(crate) fn add_tap(&self) -> Result<Tap> {
+        let name = format!("tap{}", self.next_tap.fetch_add(1, Ordering::Relaxed));
+        self.ip(&["tuntap", "add", &name, "mode", "tap"])?;
+        self.ip(&["link", "set", &name, "master", "br0"])?;
+        self.ip(&["link", "set", &name, "up"])?;
+        Ok(Tap { name })
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        process::ip(&full)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        if let Err(e) = process::ip(&["netns", "del", &self.name]) {
+            tracing::warn!("cannot delete network namespace {}: {e}", self.name);
+        }
+    }
+}
+
+/// A tap device on the namespace's bridge, for one VM NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tap {
+    pub name: String,
+}
+
+/// A private network: namespace, bridge `br0` at [`HOST_ADDR`]/24, taps, and the services on it.
+#[derive(Debug)]
+pub struct Network {
+    // Field order is drop order: services stop before the namespace goes.
+    dnsmasq: Option<Dnsmasq>,
+    http: Option<HttpServer>,
+    namespace: Arc<Namespace>,
+}
+
+impl Network {
+    /// Creates a fresh namespace with the bridge up. Also deletes namespaces left behind by
+    /// earlier harness processes that were killed before they could clean up.
+    pub fn new() -> Result<Network> {
+        require_root()?;
+        remove_stale_namespaces();
+        let name = format!(
+            "{NAME_PREFIX}{}-{}",
+            std::process::id(),
+            NEXT_NAMESPACE.fetch_add(1, Ordering::Relaxed)
+        );
+        process::ip(&["netns", "add", &name])?;
+        // From here on, dropping `namespace` deletes it again if a later step fails.
+        let namespace = Arc::new(Namespace {
+            name,
+            next_tap: AtomicU32::new(0),
+        });
+        let addr = format!("{HOST_ADDR}/{PREFIX_LEN}");
+        namespace.ip(&["link", "set", "lo", "up"])?;
+        namespace.ip(&[
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+            "stp_state",
+            "0",
+        ])?;
+        namespace.ip(&["addr", "add", &addr, "dev", "br0"])?;
+        // iPXE configures IPv6 next to DHCPv4 and waits ~15 s for a router advertisement unless
+        // one comes; dnsmasq sends them from this address (see `DhcpConfig`).
+        namespace.ip(&[
+            "addr",
+            "add",
+            &format!("{HOST_ADDR6}/64"),
+            "dev",
+            "br0",
+            "nodad",
+        ])?;
+        namespace.ip(&["link", "set", "br0", "up"])?;
+        tracing::debug!("network namespace {} ready", namespace.name);
+        Ok(Network {
+            dnsmasq: None,
+            http: None,
+            namespace,
+        })
+    }
+
+    /// The namespace's name (for `ip -n NAME ...` by hand).
+    pub fn name(&self) -> &str {
+        self.namespace.name()
+    }
+
+    /// The bridge's address, reachable by every VM on this network.
+    pub fn host_addr(&self) -> Ipv4Addr {
+        HOST_ADDR
+    }
+
+    pub(crate) fn namespace(&self) -> Arc<Namespace> {
+        Arc::clone(&self.namespace)
+    }
+
+    /// Creates a new tap, enslaved to the bridge and up.
+    pub fn add_tap(&self) -> Result<Tap> {
+        self.namespace.add_tap()
+    }
+
+    /// Sets a tap's link up or down: a cable pulled on the switch side.
+    pub fn set_link(&self, tap: &Tap, up: bool) -> Result<()> {
+        set_link(&self.namespace, &tap.name, up)
+    }
+
+    /// Runs `program` inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        self.namespace.command(program)
+    }
+
+    /// Starts dnsmasq on the bridge (replacing one started before).
+    pub fn start_dnsmasq(&mut self, config: DhcpConfig) -> Result<&Dnsmasq> {
+        self.dnsmasq = None;
+        let dnsmasq = Dnsmasq::start(&self.namespace, config)?;
+        Ok(self.dnsmasq.insert(dnsmasq))
+    }
+
+    pub fn dnsmasq(&self) -> Option<&Dnsmasq> {
+        self.dnsmasq.as_ref()
+    }
+
+    /// Serves `dir` read-only over HTTP/1.0 at `http://HOST_ADDR/` (replacing an earlier server).
+    pub fn serve_http(&mut self, dir: &Path) -> Result<&HttpServer> {
+        self.http = None;
+        let server = HttpServer::start(&self.namespace, (HOST_ADDR, HTTP_PORT).into(), dir)?;
+        Ok(self.http.insert(server))
+    }
+
+    pub fn http(&self) -> Option<&HttpServer> {
+        self.http.as_ref()
+    }
+
+    /// Makes the network PXE-boot `image`: its directory over HTTP, and DHCP that hands iPXE
+    /// (QEMU's NIC option ROM) the URL of `boot.ipxe`.
+    pub fn enable_pxe(&mut self, image: &Image) -> Result<()> {
+        if !image.boot_ipxe().is_file() {
+            return Err(crate::Error::Image {
+                dir: image.dir().to_path_buf(),
+                message: "boot.ipxe is missing".to_string(),
+            });
+        }
+        let url = format!("{}/boot.ipxe", self.serve_http(image.dir())?.url());
+        let config = DhcpConfig {
+            ipxe_script: Some(url),
+            ..DhcpConfig::default()
+        };
+        self.start_dnsmasq(config)?;
+        Ok(())
+    }
+}
+
+pub(crate) fn set_link(namespace: &Namespace, tap: &str, up: bool) -> Result<()> {
+    namespace.ip(&["link", "set", tap, if up { "up" } else { "down" }])?;
+    Ok(())
+}
+
+/// Deletes `shoal-<pid>-<n>` namespaces whose creating process no longer exists.
+fn remove_stale_namespaces() {
+    let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = creator_pid(&name) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::info!("deleting stale network namespace {name}");
+            let _ = process::ip(&["netns", "del", &name]);
+        }
+    }
+}
+
+/// The pid in a harness namespace name `shoal-<pid>-<counter>`.
+fn creator_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(NAME_PREFIX)?;
+    let (pid, counter) = rest.split_once('-')?;
+    counter.parse::<u32>().ok()?;
+    pid.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_only_harness_namespace_names() {
+        assert_eq!(creator_pid("shoal-1234-0"), Some(1234));
+        assert_eq!(creator_pid("shoal-1234-17"), Some(1234));
+        assert_eq!(creator_pid("shoal-demo"), None);
+        assert_eq!(creator_pid("shoal-12-x"), None);
+        assert_eq!(creator_pid("other-1-1"), None);
+    }
+}
