@@ -157,11 +157,16 @@ fn mount_root(cmdline: &Cmdline, plug: &mut Coldplug<FinitLoader>) {
     plug.load_module(fstype, "", &mut outcome);
 
     // A block device may still be probing; an image file in the initramfs is there or not.
-    let meta = sys::wait_for(cmdline.root_wait, || fs::metadata(root).ok()).unwrap_or_else(|| {
+    let wait = if root.starts_with("/dev") {
+        cmdline.root_wait
+    } else {
+        Duration::ZERO
+    };
+    let meta = sys::wait_for(wait, || fs::metadata(root).ok()).unwrap_or_else(|| {
         fatal(format!(
             "root {} not found after {:.1} s (shoal.root=, shoal.rootwait=)",
             root.display(),
-            cmdline.root_wait.as_secs_f64()
+            wait.as_secs_f64()
         ))
     });
     // The loop device detaches itself when its last user goes: hold it open until mounted.

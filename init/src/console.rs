@@ -4,6 +4,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use shoal_boot_events::{Event, Record};
 use tracing_subscriber::fmt::format::Writer;
@@ -12,6 +13,10 @@ use tracing_subscriber::fmt::time::FormatTime;
 use crate::cmdline::LogLevel;
 
 static KMSG: OnceLock<File> = OnceLock::new();
+
+/// The kernel prints kernel-log records below this level on the console itself
+/// (`/proc/sys/kernel/printk`, first field). Log lines it will echo are not written twice.
+static CONSOLE_LOGLEVEL: AtomicU8 = AtomicU8::new(0);
 
 /// Seconds since the kernel started (`CLOCK_BOOTTIME`, which counts suspend too).
 pub fn boottime() -> f64 {
@@ -37,10 +42,17 @@ pub fn attach_kmsg() {
 
 /// Writes one line to the console and, tagged for `dmesg`, to the kernel log. `priority` is the
 /// syslog level (3 error, 4 warning, 6 info, 7 debug).
-fn write_line(console_line: &str, kmsg_text: &str, priority: u8) {
-    // One write call per line keeps lines whole when other processes share the console.
-    let _ = io::stderr().write_all(console_line.as_bytes());
-    if let Some(mut kmsg) = KMSG.get() {
+/// A log line (`is_event == false`) that the kernel will echo to the console anyway is written
+/// to the kernel log only, so it shows once; event lines always go to the console with their
+/// prefix, which the kernel's echo lacks.
+fn write_line(console_line: &str, kmsg_text: &str, priority: u8, is_event: bool) {
+    let kmsg = KMSG.get();
+    let kernel_echoes = kmsg.is_some() && priority < CONSOLE_LOGLEVEL.load(Ordering::Relaxed);
+    if is_event || !kernel_echoes {
+        // One write call per line keeps lines whole when other processes share the console.
+        let _ = io::stderr().write_all(console_line.as_bytes());
+    }
+    if let Some(mut kmsg) = kmsg {
         // The kernel truncates records past ~1 KiB; the console has the full line.
         let text: String = kmsg_text.trim_end().chars().take(900).collect();
         let _ = kmsg.write_all(format!("<{priority}>shoal-init: {text}\n").as_bytes());
@@ -57,7 +69,7 @@ pub fn emit(event: Event) {
     let json = line
         .strip_prefix(shoal_boot_events::PREFIX)
         .unwrap_or(&line);
-    write_line(&format!("{line}\n"), &format!("event {json}"), 6);
+    write_line(&format!("{line}\n"), &format!("event {json}"), 6, true);
 }
 
 /// The `tracing` writer: each formatted event arrives as one buffer.
@@ -74,11 +86,11 @@ impl Write for ConsoleWriter {
         } else {
             6
         };
-        write_line(
-            &text,
-            text.split_once("] ").map_or(&text, |(_, rest)| rest),
-            priority,
-        );
+        // The kernel log adds its own timestamp and our tag: drop ours.
+        let bare = text
+            .split_once("shoal-init: ")
+            .map_or(&*text, |(_, rest)| rest);
+        write_line(&text, bare, priority, false);
         Ok(buf.len())
     }
 

@@ -316,7 +316,7 @@ impl VmBuilder {
         }
         for (i, disk) in self.disks.iter().enumerate() {
             let mut drive = format!(
-                "file={},if=none,id=disk{i},format={},cache=unsafe",
+                "file={},if=none,id=disk{i},format={}",
                 disk.path.display().to_string().replace(',', ",,"),
                 disk.format
             );

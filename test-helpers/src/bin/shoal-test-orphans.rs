@@ -35,18 +35,15 @@ fn run() -> Result<String, String> {
 
     // The orphans exit 300 ms after they start; give PID 1 a generous while to reap them.
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut zombies;
-    loop {
-        zombies = orphans.iter().filter(|pid| is_zombie(**pid)).count();
-        let alive = orphans
-            .iter()
-            .filter(|pid| state_of(**pid).is_some())
-            .count();
-        if alive == 0 || Instant::now() > deadline {
-            break;
+    let zombies = loop {
+        // One snapshot per round: a zombie still has a /proc entry, so "gone" means reaped.
+        let states: Vec<char> = orphans.iter().filter_map(|pid| state_of(*pid)).collect();
+        let zombies = states.iter().filter(|s| **s == 'Z').count();
+        if states.is_empty() || Instant::now() > deadline {
+            break zombies;
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
     // Every zombie on the machine whose parent is PID 1 counts, not only ours.
     let all_zombies_of_init = zombies_of_init();
     Ok(format!(
@@ -113,10 +110,6 @@ fn state_of(pid: i32) -> Option<char> {
 
 fn parent_of(pid: i32) -> Option<i32> {
     stat_of(pid).map(|(_, p)| p)
-}
-
-fn is_zombie(pid: i32) -> bool {
-    state_of(pid) == Some('Z')
 }
 
 fn zombies_of_init() -> usize {
