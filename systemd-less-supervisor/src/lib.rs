@@ -1,0 +1,15 @@
+//! The service supervisor: every long-running program on a Shoal node runs under it.
+//!
+//! Pure parts: `config` (service definitions), `users` (the image's passwd/group), `duration`,
+//! `machine` (the state machine: dependencies, readiness, restarts, crash loops, shutdown
+//! order). Thin I/O parts: `cgroup`, `spawn` (process setup: cgroup, ids, capabilities),
+//! `notify` (sd_notify socket), `logs` (bounded per-service log rings).
+
+pub mod cgroup;
+pub mod config;
+pub mod duration;
+pub mod logs;
+pub mod machine;
+pub mod notify;
+pub mod spawn;
+pub mod users;
