@@ -83,38 +83,10 @@ pub enum CgroupError {
     Busy { path: PathBuf },
 }
 
-/// `cpu.max`: `quota_us` of CPU time per `period_us`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CpuMax {
-    pub quota_us: u64,
-    pub period_us: u64,
-}
-
-/// The limits of one service's leaf. `None` means "no limit" (`max`, or weight 100 for io).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Limits {
-    pub cpu_max: Option<CpuMax>,
-    pub memory_max: Option<u64>,
-    pub memory_high: Option<u64>,
-    pub pids_max: Option<u64>,
-    /// 1..=10000; the kernel's default is 100.
-    pub io_weight: Option<u16>,
-}
-
-impl From<&crate::config::Resources> for Limits {
-    fn from(r: &crate::config::Resources) -> Self {
-        Self {
-            cpu_max: r.cpu_max.as_ref().map(|c| CpuMax {
-                quota_us: c.quota_us,
-                period_us: c.period_us,
-            }),
-            memory_max: r.memory_max,
-            memory_high: r.memory_high,
-            pids_max: r.pids_max,
-            io_weight: r.io_weight,
-        }
-    }
-}
+/// The limits of one service's leaf are the service definition's `[resources]`: `None` means
+/// "no limit" (`max`, or weight 100 for io).
+pub type Limits = crate::config::Resources;
+pub use crate::config::CpuMax;
 
 /// What [`CgroupTree::setup`] managed to enable.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -757,33 +729,6 @@ pub(crate) mod tests {
         assert_eq!(read(leaf.join("memory.high")), "50331648");
         assert_eq!(read(leaf.join("pids.max")), "64");
         assert_eq!(read(leaf.join("io.weight")), "default 200");
-    }
-
-    #[test]
-    fn limits_come_from_the_service_definition() {
-        let resources = crate::config::Resources {
-            cpu_max: Some(crate::config::CpuMax {
-                quota_us: 20_000,
-                period_us: 100_000,
-            }),
-            memory_max: Some(1 << 30),
-            memory_high: None,
-            pids_max: Some(100),
-            io_weight: Some(50),
-        };
-        assert_eq!(
-            Limits::from(&resources),
-            Limits {
-                cpu_max: Some(CpuMax {
-                    quota_us: 20_000,
-                    period_us: 100_000,
-                }),
-                memory_max: Some(1 << 30),
-                memory_high: None,
-                pids_max: Some(100),
-                io_weight: Some(50),
-            }
-        );
     }
 
     #[test]

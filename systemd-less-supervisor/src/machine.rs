@@ -343,19 +343,7 @@ impl Supervisor {
         self.pids.insert(pid, name.to_string());
         match unit.spec.readiness {
             Readiness::Started => {
-                set_state(
-                    &mut actions,
-                    name,
-                    unit,
-                    State::Ready { since: now },
-                    "started",
-                );
-                if unit.spec.health_threshold.is_some() {
-                    actions.push(Action::HealthChecks {
-                        service: name.into(),
-                        enabled: true,
-                    });
-                }
+                become_ready(&mut actions, name, unit, now, "started");
             }
             Readiness::TcpPort(port) => actions.push(Action::ProbeTcp {
                 service: name.into(),
@@ -387,19 +375,7 @@ impl Supervisor {
             return actions;
         };
         if matches!(unit.state, State::Starting { .. }) && unit.pid.is_some() {
-            set_state(
-                &mut actions,
-                name,
-                unit,
-                State::Ready { since: now },
-                "reported ready",
-            );
-            if unit.spec.health_threshold.is_some() {
-                actions.push(Action::HealthChecks {
-                    service: name.into(),
-                    enabled: true,
-                });
-            }
+            become_ready(&mut actions, name, unit, now, "reported ready");
             actions.extend(self.evaluate(now));
         }
         actions
@@ -834,6 +810,23 @@ impl Supervisor {
                 .any(|d| d == name);
             !depends || (u.pid.is_none() && !matches!(u.state, State::Ready { .. }))
         })
+    }
+}
+
+/// Ready, and from now on health-checked if it has checks.
+fn become_ready(
+    actions: &mut Vec<Action>,
+    name: &str,
+    unit: &mut Unit,
+    now: Instant,
+    reason: &str,
+) {
+    set_state(actions, name, unit, State::Ready { since: now }, reason);
+    if unit.spec.health_threshold.is_some() {
+        actions.push(Action::HealthChecks {
+            service: name.into(),
+            enabled: true,
+        });
     }
 }
 
