@@ -940,6 +940,14 @@ pub(crate) mod tests {
     }
 
     /// The cgroup2 mount of this host, if there is one we can write to.
+    /// The host's writable cgroup2 mount, or `None` after printing why the calling test
+    /// cannot run here (not root, or no cgroup2).
+    pub(crate) fn cgroup2_or_skip(test: &str) -> Option<PathBuf> {
+        host_cgroup2()
+            .map_err(|why| println!("SKIPPED {test}: {why}"))
+            .ok()
+    }
+
     pub(crate) fn host_cgroup2() -> Result<PathBuf, String> {
         // SAFETY: geteuid has no preconditions and touches no memory.
         if unsafe { libc::geteuid() } != 0 {
@@ -986,12 +994,8 @@ pub(crate) mod tests {
 
     #[test]
     fn real_cgroup2_leaf_lifecycle() {
-        let mount = match host_cgroup2() {
-            Ok(mount) => mount,
-            Err(why) => {
-                println!("SKIPPED real_cgroup2_leaf_lifecycle: {why}");
-                return;
-            }
+        let Some(mount) = cgroup2_or_skip("real_cgroup2_leaf_lifecycle") else {
+            return;
         };
         // Offer the wanted controllers one level down, into our own test subtree; a host's
         // init usually has them enabled already.

@@ -864,12 +864,10 @@ mod tests {
     #[test]
     fn the_child_joins_its_cgroup_before_exec() {
         require_root!();
-        let mount = match crate::cgroup::tests::host_cgroup2() {
-            Ok(mount) => mount,
-            Err(why) => {
-                println!("SKIPPED the_child_joins_its_cgroup_before_exec: {why}");
-                return;
-            }
+        let Some(mount) =
+            crate::cgroup::tests::cgroup2_or_skip("the_child_joins_its_cgroup_before_exec")
+        else {
+            return;
         };
         let dir_name = format!("shoal-test-{}-spawn", std::process::id());
         let tree = crate::cgroup::CgroupTree::new(mount.join(&dir_name));
@@ -890,12 +888,9 @@ mod tests {
     #[test]
     fn real_pids_and_memory_limits_hold() {
         require_root!();
-        let mount = match crate::cgroup::tests::host_cgroup2() {
-            Ok(mount) => mount,
-            Err(why) => {
-                println!("SKIPPED real_pids_and_memory_limits_hold: {why}");
-                return;
-            }
+        let Some(mount) = crate::cgroup::tests::cgroup2_or_skip("real_pids_and_memory_limits_hold")
+        else {
+            return;
         };
         let dir_name = format!("shoal-test-{}-limits", std::process::id());
         let tree = crate::cgroup::CgroupTree::new(mount.join(&dir_name));
