@@ -107,6 +107,25 @@ pub enum Event {
     /// A program from the image's boot task directory was started.
     #[serde(rename = "task.started")]
     TaskStarted { path: String, pid: i32 },
+    /// The supervisor loaded its service definitions and started the boot's services.
+    /// `config_errors` lists every definition it could not use (file, position, reason).
+    #[serde(rename = "supervisor.started")]
+    SupervisorStarted {
+        services: u32,
+        config_errors: Vec<String>,
+    },
+    /// A supervised service changed state (`waiting`, `starting`, `ready`, `done`, `stopping`,
+    /// `backing-off`, `failed`, `inactive`).
+    #[serde(rename = "service")]
+    Service {
+        name: String,
+        from: String,
+        to: String,
+        reason: String,
+    },
+    /// The supervisor stopped every service (shutdown) and is exiting.
+    #[serde(rename = "supervisor.stopped")]
+    SupervisorStopped { ms: f64 },
     /// PID 1 finished booting; from here on it supervises, reaps and waits for signals.
     #[serde(rename = "boot.complete")]
     BootComplete,
@@ -149,6 +168,9 @@ impl Event {
             Event::Hostname { .. } => "hostname",
             Event::LoopbackUp => "loopback.up",
             Event::TaskStarted { .. } => "task.started",
+            Event::SupervisorStarted { .. } => "supervisor.started",
+            Event::Service { .. } => "service",
+            Event::SupervisorStopped { .. } => "supervisor.stopped",
             Event::BootComplete => "boot.complete",
             Event::BootFailed { .. } => "boot.failed",
             Event::Hotplug { .. } => "hotplug",
@@ -159,7 +181,25 @@ impl Event {
     }
 }
 
+/// Seconds since the kernel started (`CLOCK_BOOTTIME`, which counts suspend too), rounded to
+/// microseconds to keep event lines short.
+pub fn boottime() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        // One division of whole microseconds gives the double nearest the decimal value, which
+        // serde_json prints without a tail of noise digits.
+        .map(|t| (t.tv_sec() * 1_000_000 + t.tv_nsec() / 1000) as f64 / 1e6)
+        .unwrap_or(0.0)
+}
+
 impl Record {
+    /// The event stamped with the current [`boottime`].
+    pub fn now(event: Event) -> Self {
+        Self {
+            t: boottime(),
+            event,
+        }
+    }
+
     /// The console line for this record, without a trailing newline.
     pub fn to_line(&self) -> String {
         // Serialising these plain types cannot fail; fall back to a minimal line rather than panic
@@ -232,6 +272,12 @@ mod tests {
         let events = [
             Event::LoopbackUp,
             Event::BootComplete,
+            Event::Service {
+                name: "netd".into(),
+                from: "starting".into(),
+                to: "ready".into(),
+                reason: "reported ready".into(),
+            },
             Event::SwitchRoot {
                 init: "/sbin/init".into(),
             },
@@ -248,6 +294,17 @@ mod tests {
             .unwrap();
             assert_eq!(json["event"], event.name());
         }
+    }
+
+    #[test]
+    fn boottime_is_microseconds_and_prints_short() {
+        let t = boottime();
+        assert!(t > 0.0);
+        let printed = Record::now(Event::BootComplete).to_line();
+        let json: serde_json::Value = serde_json::from_str(&printed[PREFIX.len()..]).unwrap();
+        let digits = json["t"].to_string();
+        let decimals = digits.split('.').nth(1).map_or(0, str::len);
+        assert!(decimals <= 6, "{digits}");
     }
 
     #[test]

@@ -18,12 +18,7 @@ static KMSG: OnceLock<File> = OnceLock::new();
 /// (`/proc/sys/kernel/printk`, first field). Log lines it will echo are not written twice.
 static CONSOLE_LOGLEVEL: AtomicU8 = AtomicU8::new(0);
 
-/// Seconds since the kernel started (`CLOCK_BOOTTIME`, which counts suspend too).
-pub fn boottime() -> f64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
-        .unwrap_or(0.0)
-}
+pub use shoal_boot_events::boottime;
 
 /// Milliseconds since `start`, rounded to microseconds for short JSON.
 pub fn ms_since(start: std::time::Instant) -> f64 {
@@ -62,9 +57,7 @@ fn write_line(console_line: &str, kmsg_text: &str, priority: u8, is_event: bool)
 /// Prints a boot event. In the kernel log it is tagged differently from the console line so a
 /// console that also echoes the kernel log never shows an event twice.
 pub fn emit(event: Event) {
-    // Microseconds are plenty, and keep the JSON short.
-    let t = (boottime() * 1e6).round() / 1e6;
-    let record = Record { t, event };
+    let record = Record::now(event);
     let line = record.to_line();
     let json = line
         .strip_prefix(shoal_boot_events::PREFIX)
