@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::Pid;
 use shoal_boot_events::{Event, PowerAction, Stage};
 
 use crate::cmdline::{self, Cmdline};
@@ -22,6 +23,7 @@ use crate::coldplug::{Coldplug, Device, Modules, Outcome, loaded_modules, scan_d
 use crate::console::{self, emit};
 use crate::identity;
 use crate::input;
+use crate::keeper::Keeper;
 use crate::mounts;
 use crate::power::{self, fatal};
 use crate::sys::{self, FinitLoader, UeventSocket};
@@ -30,6 +32,7 @@ use crate::uevent;
 const SYSROOT: &str = "/sysroot";
 const ROOT_INIT: &str = "/sbin/init";
 const BOOT_TASKS: &str = "/etc/shoal/boot.d";
+const SUPERVISOR: &str = "/usr/lib/shoal/shoal-supervisor";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// PID 1's entry point. Never returns.
@@ -318,15 +321,36 @@ fn root_stage() -> ! {
         uevents,
         signal_fd,
         power_buttons: Vec::new(),
+        keeper: Keeper::default(),
     };
     pid1.open_power_buttons();
     start_boot_tasks(Path::new(BOOT_TASKS));
+    pid1.start_supervisor();
     emit(Event::BootComplete);
     pid1.run()
 }
 
 /// Starts every executable in the boot task directory once, in name order, with the console as
 /// its output and a clean signal mask.
+/// Starts a program as PID 1's child: console output, no input, a clean signal mask, its own
+/// session. The central reaper collects it; nothing waits on the handle.
+fn spawn_child(path: &Path) -> std::io::Result<i32> {
+    let mut command = Command::new(path);
+    command.stdin(Stdio::null()).current_dir("/");
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // async-signal-safe functions (sigprocmask, setsid).
+    unsafe {
+        command.pre_exec(|| {
+            SigSet::empty()
+                .thread_set_mask()
+                .map_err(std::io::Error::from)?;
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    command.spawn().map(|child| child.id() as i32)
+}
+
 fn start_boot_tasks(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -340,24 +364,11 @@ fn start_boot_tasks(dir: &Path) {
             tracing::warn!(task = %task.display(), "boot task is not an executable file; skipped");
             continue;
         }
-        let mut command = Command::new(&task);
-        command.stdin(Stdio::null()).current_dir("/");
-        // SAFETY: the closure runs in the forked child before exec and only calls
-        // async-signal-safe functions (sigprocmask, setsid).
-        unsafe {
-            command.pre_exec(|| {
-                SigSet::empty()
-                    .thread_set_mask()
-                    .map_err(std::io::Error::from)?;
-                nix::unistd::setsid().map_err(std::io::Error::from)?;
-                Ok(())
-            });
-        }
-        match command.spawn() {
-            // The central reaper collects it; the Child handle is dropped without waiting.
-            Ok(child) => emit(Event::TaskStarted {
+        match spawn_child(&task) {
+            // The central reaper collects it.
+            Ok(pid) => emit(Event::TaskStarted {
                 path: task.display().to_string(),
-                pid: child.id() as i32,
+                pid,
             }),
             Err(e) => tracing::error!(task = %task.display(), "starting boot task: {e}"),
         }
@@ -370,6 +381,7 @@ struct MainLoop {
     uevents: UeventSocket,
     signal_fd: SignalFd,
     power_buttons: Vec<(String, fs::File)>,
+    keeper: Keeper,
 }
 
 impl MainLoop {
@@ -385,7 +397,12 @@ impl MainLoop {
                         .iter()
                         .map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLIN)),
                 );
-                match poll(&mut fds, PollTimeout::NONE) {
+                // Sleep until the supervisor is due for a restart, if it is down.
+                let timeout = self.keeper.next_start().map_or(PollTimeout::NONE, |at| {
+                    let ms = at.saturating_duration_since(Instant::now()).as_millis();
+                    PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::NONE)
+                });
+                match poll(&mut fds, timeout) {
                     Ok(_) | Err(nix::Error::EINTR) => {}
                     Err(e) => {
                         tracing::error!("poll: {e}");
@@ -404,6 +421,9 @@ impl MainLoop {
             if signal_ready {
                 self.handle_signals();
             }
+            if self.keeper.due(Instant::now()) {
+                self.start_supervisor();
+            }
             if uevent_ready {
                 self.handle_uevents();
             }
@@ -419,18 +439,54 @@ impl MainLoop {
                 continue;
             };
             match signal {
-                Signal::SIGCHLD => {
-                    let _ = power::reap();
-                }
+                Signal::SIGCHLD => self.reap(),
                 Signal::SIGTERM | Signal::SIGPWR => {
-                    power::shutdown(PowerAction::Poweroff, signal.as_str())
+                    self.shutdown(PowerAction::Poweroff, signal.as_str())
                 }
-                Signal::SIGINT => power::shutdown(PowerAction::Reboot, "SIGINT (Ctrl-Alt-Del)"),
+                Signal::SIGINT => self.shutdown(PowerAction::Reboot, "SIGINT (Ctrl-Alt-Del)"),
                 other => tracing::info!("ignoring {}", other.as_str()),
             }
         }
         // SIGCHLD coalesces; reap anyway in case a signal was merged with another.
-        let _ = power::reap();
+        self.reap();
+    }
+
+    fn shutdown(&self, action: PowerAction, reason: &str) -> ! {
+        power::shutdown(action, reason, self.keeper.pid().map(Pid::from_raw))
+    }
+
+    /// Reaps every exited child; notices when the supervisor was one of them.
+    fn reap(&mut self) {
+        let Ok(statuses) = power::reap() else { return };
+        let now = Instant::now();
+        for status in statuses {
+            let Some(pid) = status.pid() else { continue };
+            if let Some(delay) = self.keeper.exited(pid.as_raw(), now) {
+                tracing::error!(
+                    ?status,
+                    "the supervisor exited; starting it again in {delay:?}"
+                );
+            }
+        }
+    }
+
+    /// Starts the supervisor if the image has one and it is due (at boot, or after a crash).
+    fn start_supervisor(&mut self) {
+        let path = Path::new(SUPERVISOR);
+        if !path.exists() {
+            return;
+        }
+        let now = Instant::now();
+        match spawn_child(path) {
+            Ok(pid) => {
+                tracing::info!(pid, "started the supervisor");
+                self.keeper.started(pid, now);
+            }
+            Err(e) => {
+                let delay = self.keeper.spawn_failed(now);
+                tracing::error!("starting {SUPERVISOR}: {e}; trying again in {delay:?}");
+            }
+        }
     }
 
     fn handle_uevents(&mut self) {
@@ -517,7 +573,7 @@ impl MainLoop {
             return;
         }
         if input::power_pressed(&buf[..n as usize]) {
-            power::shutdown(PowerAction::Poweroff, "power button");
+            self.shutdown(PowerAction::Poweroff, "power button");
         }
     }
 }

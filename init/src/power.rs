@@ -17,6 +17,8 @@ use crate::mounts::{parse_mountinfo, unmount_order};
 /// How long services get between SIGTERM and SIGKILL at shutdown.
 const TERM_GRACE: Duration = Duration::from_secs(5);
 const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How long the supervisor gets to stop every service in order.
+const SUPERVISOR_GRACE: Duration = Duration::from_secs(20);
 
 static REBOOT_DELAY_MS: AtomicU64 = AtomicU64::new(10_000);
 
@@ -68,9 +70,9 @@ fn final_reboot(mode: RebootMode) -> ! {
     }
 }
 
-/// Reaps every child that has exited; returns how many. `Err(ECHILD)` means no children left.
-pub fn reap() -> Result<u32, Errno> {
-    let mut reaped = 0;
+/// Reaps every child that has exited and returns them. `Err(ECHILD)` means no children left.
+pub fn reap() -> Result<Vec<WaitStatus>, Errno> {
+    let mut reaped = Vec::new();
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => return Ok(reaped),
@@ -78,10 +80,16 @@ pub fn reap() -> Result<u32, Errno> {
                 if let Some(pid) = status.pid() {
                     tracing::debug!(pid = pid.as_raw(), ?status, "reaped");
                 }
-                reaped += 1;
+                reaped.push(status);
             }
             Err(Errno::EINTR) => continue,
-            Err(e) => return if reaped > 0 { Ok(reaped) } else { Err(e) },
+            Err(e) => {
+                return if reaped.is_empty() {
+                    Err(e)
+                } else {
+                    Ok(reaped)
+                };
+            }
         }
     }
 }
@@ -100,16 +108,41 @@ fn wait_until_alone(timeout: Duration) -> bool {
     }
 }
 
-/// The ordered shutdown: every process gets SIGTERM, then SIGKILL after a grace period; data
+/// Reaps until `pid` has exited (true) or the deadline passes (false).
+fn wait_for_exit(pid: Pid, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match reap() {
+            Ok(statuses) if statuses.iter().any(|s| s.pid() == Some(pid)) => return true,
+            Err(Errno::ECHILD) => return true,
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The ordered shutdown: the supervisor stops the services, then every process left gets SIGTERM, then SIGKILL after a grace period; data
 /// is synced; filesystems are unmounted (children first) and the root is made read-only; then
 /// the kernel powers off or reboots.
-pub fn shutdown(action: PowerAction, reason: &str) -> ! {
+pub fn shutdown(action: PowerAction, reason: &str, supervisor: Option<Pid>) -> ! {
     let start = Instant::now();
     tracing::info!(?action, reason, "shutting down");
     emit(Event::ShutdownBegin {
         action,
         reason: reason.to_string(),
     });
+
+    // The supervisor stops services in reverse dependency order, each within its own stop
+    // timeout; give it that chance before everything left gets the blunt treatment.
+    if let Some(pid) = supervisor {
+        let _ = kill(pid, Signal::SIGTERM);
+        if !wait_for_exit(pid, SUPERVISOR_GRACE) {
+            tracing::warn!(pid = pid.as_raw(), "supervisor did not stop in time");
+        }
+    }
 
     // kill(-1) reaches every process except PID 1 itself. Stopped ones need SIGCONT to act.
     let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
