@@ -83,7 +83,7 @@ fn main() {
     }
 }
 
-async fn connect(socket: &PathBuf) -> Result<Client> {
+async fn connect(socket: &std::path::Path) -> Result<Client> {
     Client::connect(socket).await.with_context(|| {
         format!(
             "cannot reach the supervisor at {} (run on the node as root or an admin)",
