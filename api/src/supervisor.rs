@@ -61,7 +61,7 @@ pub struct LogChunk {
 }
 
 /// A service changed state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Type)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct StateChange {
     pub name: String,
     pub from: String,

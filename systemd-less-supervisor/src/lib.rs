@@ -3,10 +3,12 @@
 //! Pure parts: `config` (service definitions), `users` (the image's passwd/group), `duration`,
 //! `machine` (the state machine: dependencies, readiness, restarts, crash loops, shutdown
 //! order). Thin I/O parts: `cgroup`, `spawn` (process setup: cgroup, ids, capabilities),
-//! `notify` (sd_notify socket), `logs` (bounded per-service log rings).
+//! `notify` (sd_notify socket), `logs` (bounded per-service log rings). The daemon that ties
+//! them together, `daemon`, runs as `shoal-supervisor`.
 
 pub mod cgroup;
 pub mod config;
+pub mod daemon;
 pub mod duration;
 pub mod logs;
 pub mod machine;

@@ -355,6 +355,29 @@ impl Supervisor {
         actions
     }
 
+    /// The service's main process is now `pid` (sd_notify `MAINPID=`, which the daemon accepts
+    /// only for a process inside the service's own cgroup): from now on that process's exit,
+    /// not the old one's, is the service's. Returns false, changing nothing, when the service
+    /// has no process or `pid` is another service's main process.
+    pub fn set_main_pid(&mut self, name: &str, pid: i32) -> bool {
+        let Some(unit) = self.units.get_mut(name) else {
+            return false;
+        };
+        let Some(old) = unit.pid else {
+            return false;
+        };
+        if old == pid {
+            return true;
+        }
+        if self.pids.contains_key(&pid) {
+            return false;
+        }
+        self.pids.remove(&old);
+        self.pids.insert(pid, name.to_string());
+        unit.pid = Some(pid);
+        true
+    }
+
     /// The process for `name` could not be started: counts as a failure.
     pub fn spawn_failed(&mut self, name: &str, error: &str, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
@@ -1254,6 +1277,33 @@ mod tests {
         sim.start_all();
         assert!(sim.sup.exited(99_999, Exit::Code(0), sim.now).is_empty());
         assert_eq!(sim.state("svc"), "ready");
+    }
+
+    #[test]
+    fn a_new_main_pid_takes_over_the_service() {
+        let mut sim = Sim::new(vec![spec("forking"), spec("other")]);
+        sim.start_all();
+        let old = sim.sup.status("forking").unwrap().pid.unwrap();
+        let other = sim.sup.status("other").unwrap().pid.unwrap();
+        assert!(
+            !sim.sup.set_main_pid("forking", other),
+            "another service's process"
+        );
+        assert!(!sim.sup.set_main_pid("nope", 4242));
+        assert!(sim.sup.set_main_pid("forking", 4242));
+        assert_eq!(sim.sup.service_of(4242), Some("forking"));
+        assert!(sim.sup.exited(old, Exit::Code(0), sim.now).is_empty());
+        assert_eq!(
+            sim.state("forking"),
+            "ready",
+            "the old process no longer counts"
+        );
+        sim.exit("forking", Exit::Code(1));
+        assert_eq!(sim.state("forking"), "backing-off");
+        assert!(
+            !sim.sup.set_main_pid("forking", 4343),
+            "no process to replace"
+        );
     }
 }
 
