@@ -21,8 +21,10 @@ use crate::profile::{BinarySpec, Compression, ErofsCompression, Profile};
 pub const INITRAMFS_ROOT_IMAGE: &str = "/shoal/rootfs.erofs";
 /// Directory of boot task symlinks in the root image.
 pub const BOOT_TASK_DIR: &str = "/etc/shoal/boot.d";
+/// Service definitions the supervisor runs; present (maybe empty) in every image.
+pub const SERVICE_DIR: &str = "/etc/shoal/services";
 /// Empty directories of the root image: mount points and writable places.
-const ROOT_DIRS: [(&str, u32); 10] = [
+const ROOT_DIRS: [(&str, u32); 11] = [
     ("/proc", 0o755),
     ("/sys", 0o755),
     ("/dev", 0o755),
@@ -33,6 +35,7 @@ const ROOT_DIRS: [(&str, u32); 10] = [
     ("/sysroot", 0o755),
     ("/usr/lib/shoal", 0o755),
     (BOOT_TASK_DIR, 0o755),
+    (SERVICE_DIR, 0o755),
 ];
 /// Empty directories of the initramfs.
 const INITRAMFS_DIRS: [(&str, u32); 6] = [
@@ -175,6 +178,12 @@ pub(crate) fn stage_rootfs(root: &Path, content: &Content<'_>) -> Result<usize> 
             &staged(root, &format!("{BOOT_TASK_DIR}/{}", task.name)),
         )?;
     }
+    let mut file_modes = BTreeMap::new();
+    for file in &content.profile.files {
+        let dest = staged(root, &file.dest);
+        copy_file(&file.source, &dest)?;
+        file_modes.insert(dest, file.mode);
+    }
     let moddir = staged(root, &format!("/lib/modules/{}", content.kernel.release));
     content
         .modules
@@ -188,12 +197,13 @@ pub(crate) fn stage_rootfs(root: &Path, content: &Content<'_>) -> Result<usize> 
     for (link, target) in RUN_SYMLINKS {
         make_symlink(target, &staged(root, link))?;
     }
-    normalize_tree(root, content.epoch)
+    normalize_tree(root, content.epoch, &file_modes)
 }
 
 /// Gives every entry fixed permissions (directories 0755, executables 0755, other files 0644,
-/// the listed special directories their own mode) and the fixed mtime. Returns the entry count.
-fn normalize_tree(root: &Path, epoch: u64) -> Result<usize> {
+/// the listed special directories and the `file_modes` files their own mode) and the fixed
+/// mtime. Returns the entry count.
+fn normalize_tree(root: &Path, epoch: u64, file_modes: &BTreeMap<PathBuf, u32>) -> Result<usize> {
     let special: BTreeMap<PathBuf, u32> = ROOT_DIRS
         .iter()
         .map(|(d, mode)| (staged(root, d), *mode))
@@ -218,10 +228,10 @@ fn normalize_tree(root: &Path, epoch: u64) -> Result<usize> {
                 continue;
             }
             let meta = entry.metadata().map_err(Error::io("stat", &path))?;
-            let mode = if meta.permissions().mode() & 0o111 != 0 {
-                0o755
-            } else {
-                0o644
+            let mode = match file_modes.get(&path) {
+                Some(mode) => *mode,
+                None if meta.permissions().mode() & 0o111 != 0 => 0o755,
+                None => 0o644,
             };
             fs::set_permissions(&path, fs::Permissions::from_mode(mode))
                 .map_err(Error::io("chmod", &path))?;
@@ -435,12 +445,16 @@ mod tests {
         )
         .unwrap();
         make_symlink("/run/shoal/hostname", &staged(root, "/etc/hostname")).unwrap();
-        assert_eq!(normalize_tree(root, 1_000_000).unwrap(), 8);
+        write_file(&staged(root, "/etc/shoal/services/a.toml"), "").unwrap();
+        let file_modes = BTreeMap::from([(staged(root, "/etc/shoal/services/a.toml"), 0o600)]);
+        assert_eq!(normalize_tree(root, 1_000_000, &file_modes).unwrap(), 11);
         let mode = |p: &str| fs::metadata(staged(root, p)).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode("/etc/passwd"), 0o644);
         assert_eq!(mode("/usr/lib/shoal/x"), 0o755);
         assert_eq!(mode("/tmp"), 0o1777);
         assert_eq!(mode("/etc"), 0o755);
+        assert_eq!(mode("/etc/shoal/services"), 0o755);
+        assert_eq!(mode("/etc/shoal/services/a.toml"), 0o600);
         let mtime = fs::metadata(staged(root, "/etc"))
             .unwrap()
             .modified()

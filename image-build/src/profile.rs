@@ -3,8 +3,8 @@
 //! A profile may `extends = "other"` (a profile in the same directory, or a relative path).
 //! Merging: scalars and the `kernel` fields override the base; the `init`, `rootfs` and
 //! `initramfs` tables replace the base's table as a whole; the lists `modules.early`,
-//! `modules.full`, `binary` and `boot_task` are appended to the base's. Validation runs on the
-//! merged result, and every error names the file and field that set the bad value.
+//! `modules.full`, `binary`, `boot_task` and `file` are appended to the base's. Validation runs
+//! on the merged result, and every error names the file and field that set the bad value.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -34,6 +34,8 @@ struct RawProfile {
     binaries: Vec<RawBinary>,
     #[serde(default, rename = "boot_task")]
     boot_tasks: Vec<RawBootTask>,
+    #[serde(default, rename = "file")]
+    files: Vec<RawFile>,
     rootfs: Option<RawRootfs>,
     initramfs: Option<RawInitramfs>,
 }
@@ -74,6 +76,14 @@ struct RawBinary {
 struct RawBootTask {
     name: String,
     target: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    source: String,
+    dest: String,
+    mode: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,6 +146,7 @@ struct Merged {
     full: Vec<Src<String>>,
     binaries: Vec<Src<RawBinary>>,
     boot_tasks: Vec<Src<RawBootTask>>,
+    files: Vec<Src<RawFile>>,
     rootfs: Option<Src<RawRootfs>>,
     initramfs: Option<Src<RawInitramfs>>,
 }
@@ -189,6 +200,9 @@ impl Merged {
         let tasks = raw.boot_tasks.into_iter().enumerate();
         self.boot_tasks
             .extend(tasks.map(|(i, v)| src(v, file, &format!("boot_task[{i}]"))));
+        let files = raw.files.into_iter().enumerate();
+        self.files
+            .extend(files.map(|(i, v)| src(v, file, &format!("file[{i}]"))));
         set(&mut self.rootfs, raw.rootfs, file, "rootfs");
         set(&mut self.initramfs, raw.initramfs, file, "initramfs");
     }
@@ -219,6 +233,18 @@ pub struct BootTask {
     pub name: String,
     /// Absolute path of the binary it runs (one of the profile's binaries).
     pub target: String,
+}
+
+/// A file copied from the build host into the root image: `[[file]]` in a profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFile {
+    /// The file on the build host: the profile's `source`, relative to the directory of the
+    /// profile file that lists it.
+    pub source: PathBuf,
+    /// Absolute path in the root image, such as `/etc/shoal/services/netd.toml`.
+    pub dest: String,
+    /// Permission bits in the image (owner root); no setuid, setgid or sticky bit.
+    pub mode: u32,
 }
 
 /// A module selector and where the profile wrote it.
@@ -340,6 +366,8 @@ pub struct Profile {
     pub binaries: Vec<Binary>,
     /// Boot tasks for `/etc/shoal/boot.d`.
     pub boot_tasks: Vec<BootTask>,
+    /// Files copied into the root image.
+    pub files: Vec<ImageFile>,
     /// Root image compression (the root image is always erofs).
     pub rootfs_compression: ErofsCompression,
     /// Largest compressed cluster of the root image in bytes (`mkfs.erofs -C`); bigger
@@ -348,6 +376,20 @@ pub struct Profile {
     /// Initramfs compression.
     pub initramfs_compression: Compression,
 }
+
+/// Default mode of a `[[file]]`.
+const DEFAULT_FILE_MODE: u32 = 0o644;
+/// Files the builder writes into every root image; no `[[file]]` may replace them.
+const GENERATED_FILES: [&str; 5] = [
+    "/etc/os-release",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/machine-id",
+    "/etc/hostname",
+];
+
+/// Directories every root image has besides the reserved ones; files may go below them.
+const BUILDER_DIRS: [&str; 4] = ["/var", "/mnt", "/usr/lib/shoal", "/etc/shoal/services"];
 
 /// Paths no binary may be installed at or under: mount points and generated content.
 const RESERVED_PREFIXES: [&str; 9] = [
@@ -622,6 +664,8 @@ impl Profile {
             });
         }
 
+        let files = validate_files(&m.files, &binaries)?;
+
         let rootfs = m.rootfs.ok_or_else(|| missing("rootfs"))?;
         if rootfs.value.fs_type != "erofs" {
             return Err(rootfs.origin.error(
@@ -688,6 +732,7 @@ impl Profile {
             full_modules,
             binaries,
             boot_tasks,
+            files,
             rootfs_compression,
             rootfs_pcluster_size,
             initramfs_compression,
@@ -704,6 +749,97 @@ impl Profile {
         }
         specs
     }
+}
+
+/// Checks the `[[file]]` entries: a readable regular source, a destination nobody else owns
+/// (reserved trees, generated files, binaries, other files, or a directory of any of them),
+/// and plain permission bits.
+fn validate_files(entries: &[Src<RawFile>], binaries: &[Binary]) -> Result<Vec<ImageFile>> {
+    // `a` is `b` or a directory above it.
+    let covers = |a: &str, b: &str| a == b || b.starts_with(&format!("{a}/"));
+    let mut files: Vec<ImageFile> = Vec::new();
+    for entry in entries {
+        let raw = &entry.value;
+        let error = |field: &str, reason: String| entry.origin.error(field, reason);
+
+        if raw.source.is_empty() || Path::new(&raw.source).is_absolute() {
+            return Err(error(
+                "source",
+                format!(
+                    "{:?}: use a path relative to the profile's directory",
+                    raw.source
+                ),
+            ));
+        }
+        let dir = entry.origin.file.parent().unwrap_or(Path::new("."));
+        let source = dir.join(&raw.source);
+        match std::fs::metadata(&source) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => {
+                return Err(error(
+                    "source",
+                    format!("{} is not a regular file", source.display()),
+                ));
+            }
+            Err(e) => {
+                return Err(error(
+                    "source",
+                    format!("cannot read {}: {e}", source.display()),
+                ));
+            }
+        }
+
+        valid_abs_path(&raw.dest).map_err(|reason| error("dest", reason))?;
+        if let Some(reserved) = RESERVED_PREFIXES.iter().find(|p| covers(p, &raw.dest)) {
+            return Err(error(
+                "dest",
+                format!(
+                    "{} is under {reserved}, which the builder or init owns",
+                    raw.dest
+                ),
+            ));
+        }
+        // A directory the builder makes may have files below it, but a file cannot replace it.
+        let above_dir = RESERVED_PREFIXES
+            .iter()
+            .chain(&BUILDER_DIRS)
+            .find(|dir| covers(&raw.dest, dir));
+        if let Some(dir) = above_dir {
+            return Err(error(
+                "dest",
+                format!(
+                    "{} would replace {dir}, which the builder creates",
+                    raw.dest
+                ),
+            ));
+        }
+        let taken = GENERATED_FILES
+            .iter()
+            .map(|g| (*g, "a file the builder writes"))
+            .chain(binaries.iter().map(|b| (b.dest.as_str(), "a binary")))
+            .chain(files.iter().map(|f| (f.dest.as_str(), "another file")))
+            .find(|(other, _)| covers(&raw.dest, other) || covers(other, &raw.dest));
+        if let Some((other, what)) = taken {
+            return Err(error(
+                "dest",
+                format!("{} collides with {other}, {what}", raw.dest),
+            ));
+        }
+
+        let mode = raw.mode.unwrap_or(DEFAULT_FILE_MODE);
+        if mode & !0o777 != 0 {
+            return Err(error(
+                "mode",
+                format!("{mode:#o}: use permission bits only (0o000 to 0o777)"),
+            ));
+        }
+        files.push(ImageFile {
+            source,
+            dest: raw.dest.clone(),
+            mode,
+        });
+    }
+    Ok(files)
 }
 
 fn validate_cmdline(cmdline: &str) -> Result<(), String> {
@@ -945,6 +1081,123 @@ compression = "none"
     }
 
     #[test]
+    fn files_resolve_against_the_profile_that_lists_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("base/etc")).unwrap();
+        std::fs::create_dir_all(dir.path().join("svc")).unwrap();
+        write(
+            dir.path(),
+            "base/base.toml",
+            &format!("{BASE}\n[[file]]\nsource = \"etc/motd\"\ndest = \"/etc/motd\"\n"),
+        );
+        write(dir.path(), "base/etc/motd", "hello\n");
+        write(dir.path(), "svc/a.toml", "command = [\"/bin/a\"]\n");
+        let path = write(
+            dir.path(),
+            "child.toml",
+            r#"
+extends = "base/base.toml"
+name = "child"
+[[file]]
+source = "svc/a.toml"
+dest = "/etc/shoal/services/a.toml"
+mode = 0o600
+"#,
+        );
+        let p = Profile::load(&path).unwrap();
+        assert_eq!(
+            p.files,
+            [
+                ImageFile {
+                    source: dir.path().join("base/etc/motd"),
+                    dest: "/etc/motd".into(),
+                    mode: 0o644,
+                },
+                ImageFile {
+                    source: dir.path().join("svc/a.toml"),
+                    dest: "/etc/shoal/services/a.toml".into(),
+                    mode: 0o600,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_files_name_the_field_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        write(dir.path(), "a.toml", "");
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let err = |entries: &str| {
+            let path = write(
+                dir.path(),
+                "child.toml",
+                &format!("extends = \"base\"\n{entries}"),
+            );
+            Profile::load(&path).unwrap_err().to_string()
+        };
+        let file = |source: &str, dest: &str| {
+            format!("[[file]]\nsource = \"{source}\"\ndest = \"{dest}\"\n")
+        };
+        let ok = file("a.toml", "/etc/shoal/services/a.toml");
+
+        let e = err(&file("/etc/hosts", "/etc/hosts"));
+        assert!(
+            e.contains("child.toml: field `file[0].source`: \"/etc/hosts\": use a path relative"),
+            "{e}"
+        );
+        let e = err(&file("missing.toml", "/etc/x"));
+        assert!(e.contains("field `file[0].source`: cannot read"), "{e}");
+        let e = err(&file("sub", "/etc/x"));
+        assert!(e.contains("is not a regular file"), "{e}");
+        let e = err(&file("a.toml", "etc/x"));
+        assert!(
+            e.contains("field `file[0].dest`: \"etc/x\" is not an absolute path"),
+            "{e}"
+        );
+        let e = err(&file("a.toml", "/etc/shoal/boot.d/10-x"));
+        assert!(e.contains("is under /etc/shoal/boot.d"), "{e}");
+        let e = err(&file("a.toml", "/etc/passwd"));
+        assert!(
+            e.contains("/etc/passwd collides with /etc/passwd, a file the builder writes"),
+            "{e}"
+        );
+        let e = err(&file("a.toml", "/usr/lib/shoal/tool"));
+        assert!(e.contains("a binary"), "{e}");
+        let e = err(&file("a.toml", "/usr/lib/shoal"));
+        assert!(e.contains("would replace /usr/lib/shoal"), "{e}");
+        let e = err(&file("a.toml", "/lib"));
+        assert!(e.contains("would replace /lib/modules"), "{e}");
+        let e = err(&format!("{ok}{ok}"));
+        assert!(
+            e.contains("field `file[1].dest`") && e.contains("another file"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{}{}",
+            file("a.toml", "/opt/x/a"),
+            file("a.toml", "/opt/x")
+        ));
+        assert!(e.contains("/opt/x collides with /opt/x/a"), "{e}");
+        let e = err(&file("a.toml", "/etc/shoal/services"));
+        assert!(e.contains("would replace /etc/shoal/services"), "{e}");
+        let e = err(&format!("{ok}mode = 0o4755\n"));
+        assert!(
+            e.contains("field `file[0].mode`: 0o4755: use permission bits only"),
+            "{e}"
+        );
+        let e = err(&format!("{ok}owner = \"root\"\n"));
+        assert!(e.contains("owner"), "{e}");
+        // Files may go below the directories the builder makes.
+        let path = write(
+            dir.path(),
+            "child.toml",
+            &format!("extends = \"base\"\n{}", file("a.toml", "/var/lib/a")),
+        );
+        assert_eq!(Profile::load(&path).unwrap().files[0].dest, "/var/lib/a");
+    }
+
+    #[test]
     fn compression_parsing() {
         assert_eq!(Compression::parse("none"), Ok(Compression::None));
         assert_eq!(Compression::parse("zstd:3"), Ok(Compression::Zstd(3)));
@@ -975,5 +1228,14 @@ compression = "none"
                 .any(|t| t.name == "50-orphans" && t.target == "/usr/lib/shoal/shoal-test-orphans")
         );
         assert_eq!(test.early_modules, default.early_modules);
+        // The supervisor's test services (qemu-tests/tests/supervisor.rs).
+        assert!(
+            test.files
+                .iter()
+                .any(|f| f.dest == "/etc/shoal/services/crashy.toml"
+                    && f.source.ends_with("test-services/crashy.toml")),
+            "{:?}",
+            test.files
+        );
     }
 }
