@@ -293,6 +293,18 @@ fn services_are_restarted_confined_and_ordered() -> anyhow::Result<()> {
         || format!("forkbomb's fork did not fail with EAGAIN: {forkbomb}"),
     );
 
+    // The footprint (issue 3 asks for it): a oneshot reports VmRSS once the others are up.
+    let rss = vm.wait_for_test_report("rss", step_timeout())?;
+    eprintln!(
+        "footprint: PID 1 {} KiB, supervisor {} KiB, all {} processes {} KiB",
+        rss["pid1_kib"], rss["supervisor_kib"], rss["processes"], rss["total_kib"]
+    );
+    checks.check(
+        rss["pid1_kib"].as_u64().is_some_and(|k| k > 0)
+            && rss["supervisor_kib"].as_u64().is_some_and(|k| k > 0),
+        || format!("the rss report found no PID 1 or no supervisor: {rss}"),
+    );
+
     // Only the kept capability, in every set, as the unprivileged user.
     let caps = vm.wait_for_test_report("caps", step_timeout())?;
     for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {

@@ -748,6 +748,14 @@ fn the_control_api_lists_stops_starts_and_reads_logs() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
 
+        // The kernel log is one more log, read from /dev/kmsg.
+        let kernel = client.logs("kernel", 0, 5).await.unwrap();
+        assert!(
+            !kernel.lines.is_empty() && kernel.lines.iter().all(|l| l.stream == "kernel"),
+            "{kernel:?}"
+        );
+        assert!(kernel.lines[0].text.starts_with('<'), "{kernel:?}");
+
         client.stop("web").await.unwrap();
         let err = client.start("nope").await.unwrap_err();
         assert_eq!(err.to_string(), "no service named nope");

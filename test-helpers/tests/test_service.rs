@@ -94,7 +94,8 @@ fn the_test_image_service_definitions_are_valid() {
     assert_eq!(
         names,
         [
-            "base", "capsvc", "crashy", "forkbomb", "memhog", "mid", "sleeper", "stubborn", "top"
+            "base", "capsvc", "crashy", "forkbomb", "memhog", "mid", "rss", "sleeper", "stubborn",
+            "top"
         ]
     );
     for service in &services {
@@ -256,4 +257,23 @@ fn caps_reports_its_status_lines() {
         wait_timeout(&mut child, Duration::from_secs(10)).and_then(|s| s.code()),
         Some(0)
     );
+}
+
+#[test]
+fn rss_reports_pid1_and_a_total() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shoal-test-service"))
+        .arg("rss")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = stdout
+        .lines()
+        .find_map(shoal_boot_events::parse_test_line)
+        .unwrap();
+    assert_eq!(report["test"], "rss");
+    let pid1 = report["pid1_kib"].as_u64().unwrap();
+    let total = report["total_kib"].as_u64().unwrap();
+    assert!(pid1 > 0 && total > pid1, "{report}");
+    assert!(report["processes"].as_u64().unwrap() > 1, "{report}");
 }

@@ -36,6 +36,7 @@ mod console;
 mod dbus;
 mod engine;
 mod host;
+mod kmsg;
 mod load;
 mod options;
 mod output;
@@ -147,6 +148,7 @@ impl Server {
             ),
         }
         let mut logs = BTreeMap::new();
+        let mut kernel_log = None;
         for service in &loaded.services {
             let name = service.name.as_str();
             let log = ServiceLog::new(name, service.log_ring_bytes, log_dir);
@@ -155,6 +157,17 @@ impl Server {
         for name in &loaded.invalid {
             let log = ServiceLog::new(name.as_str(), INVALID_RING_BYTES, None);
             logs.insert(name.as_str().to_owned(), Arc::new(log));
+        }
+        // The kernel log is readable through the API like a service's.
+        if logs.contains_key(kmsg::NAME) {
+            tracing::warn!(
+                "a service is named {}: the kernel log is not in the API",
+                kmsg::NAME
+            );
+        } else {
+            let log = Arc::new(ServiceLog::new(kmsg::NAME, kmsg::RING_BYTES, None));
+            logs.insert(kmsg::NAME.to_owned(), Arc::clone(&log));
+            kernel_log = Some(log);
         }
         let logs: LogMap = Arc::new(logs);
 
@@ -172,6 +185,9 @@ impl Server {
             tx,
             changes,
         );
+        if let Some(log) = kernel_log {
+            kmsg::start(&options.kmsg, log);
+        }
         Ok(Server {
             engine: Engine::new(&loaded, host),
             services: u32::try_from(loaded.services.len()).unwrap_or(u32::MAX),

@@ -26,6 +26,8 @@ pub struct Options {
     pub log_dir: PathBuf,
     /// procfs, for the cgroup and parent of notifying processes.
     pub proc_root: PathBuf,
+    /// The kernel log device, served as the `kernel` log.
+    pub kmsg: PathBuf,
     /// How long services get to stop in order at shutdown before they are killed.
     pub shutdown_timeout: Duration,
     /// `error`, `warn`, `info`, `debug` or `trace`.
@@ -43,6 +45,7 @@ impl Default for Options {
             admin_gid: None,
             log_dir: PathBuf::from("/var/log/shoal"),
             proc_root: PathBuf::from("/proc"),
+            kmsg: PathBuf::from("/dev/kmsg"),
             // PID 1 waits 20 s for the supervisor; this leaves time to kill and report.
             shutdown_timeout: Duration::from_secs(15),
             log_level: "info".to_owned(),
@@ -74,6 +77,7 @@ options:
   --admin-gid GID         besides root, this group may use the control API
   --log-dir DIR           persisted logs, if writable (default /var/log/shoal)
   --proc DIR              procfs (default /proc)
+  --kmsg PATH             kernel log, served as the log kernel (default /dev/kmsg)
   --shutdown-timeout DUR  ordered stop before everything is killed (default 15s)
   --log-level LEVEL       error, warn, info, debug, trace (default info, or $SHOAL_LOG)
   --help, --version
@@ -128,6 +132,7 @@ pub fn parse(
             }
             "--log-dir" => options.log_dir = value()?.into(),
             "--proc" => options.proc_root = value()?.into(),
+            "--kmsg" => options.kmsg = value()?.into(),
             "--shutdown-timeout" => {
                 let text = value()?;
                 options.shutdown_timeout =

@@ -75,6 +75,11 @@ impl ServiceLog {
         self.update(|ring, _| ring.flush(Stream::Stdout))
     }
 
+    /// A kernel log record, stamped with the kernel's own time.
+    pub(crate) fn push_kernel(&self, text: &str, time: Duration) {
+        self.update(|ring, _| ring.push_line(Stream::Kernel, text, time));
+    }
+
     /// A note of the supervisor's about the service.
     pub(crate) fn note(&self, text: &str) {
         self.update(|ring, now| ring.push_line(Stream::Supervisor, text, now));

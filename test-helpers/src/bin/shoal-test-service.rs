@@ -11,6 +11,8 @@
 //! shoal-test-service caps              report its capability sets and ids, then like sleep
 //! shoal-test-service ignore-term       ignore SIGTERM and sleep for ever
 //! shoal-test-service sleep             sleep until SIGTERM, then exit 0
+//! shoal-test-service rss               report the resident memory of PID 1, the supervisor and
+//!                                      all userspace processes (VmRSS), then exit 0
 //! ```
 //!
 //! Output goes to stdout (the supervisor echoes it on the console as `[name] line`); reports
@@ -54,6 +56,7 @@ fn main() {
         ["caps"] => caps(),
         ["ignore-term"] => ignore_term(),
         ["sleep"] => sleep_until_term(),
+        ["rss"] => rss(),
         _ => usage(&format!("unknown arguments {args:?}")),
     };
     std::process::exit(code);
@@ -63,9 +66,57 @@ fn usage(problem: &str) -> i32 {
     eprintln!("shoal-test-service: {problem}");
     eprintln!(
         "usage: shoal-test-service crash CODE | notify-after MS | memhog MB | forkbomb | caps | \
-         ignore-term | sleep"
+         ignore-term | sleep | rss"
     );
     2
+}
+
+/// The footprint figure the issue asks for: VmRSS of PID 1, of the supervisor, and the sum over
+/// every userspace process (kernel threads have none), ourselves excluded.
+fn rss() -> i32 {
+    let me = std::process::id();
+    let (mut pid1, mut supervisor, mut total, mut processes) = (0u64, 0u64, 0u64, 0u32);
+    let entries = std::fs::read_dir("/proc")
+        .map(|d| d.flatten().collect::<Vec<_>>())
+        .unwrap_or_default();
+    for entry in entries {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(str::trim)
+        };
+        let Some(kib) =
+            field("VmRSS:").and_then(|v| v.trim_end_matches(" kB").trim().parse::<u64>().ok())
+        else {
+            continue; // a kernel thread
+        };
+        processes += 1;
+        total += kib;
+        if pid == 1 {
+            pid1 = kib;
+        }
+        if field("Name:") == Some("shoal-superviso") {
+            supervisor = kib;
+        }
+    }
+    println!(
+        "{TEST_PREFIX}{{\"test\":\"rss\",\"pid1_kib\":{pid1},\"supervisor_kib\":{supervisor},\"total_kib\":{total},\"processes\":{processes}}}"
+    );
+    0
 }
 
 fn crash(code: i32) -> i32 {
