@@ -1,5 +1,8 @@
 //! The real `shoalctl` binary against a supervisor API server with a stand-in daemon behind it.
 
+// Helpers are test code too: a failed step should stop the test loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 
