@@ -152,6 +152,51 @@ pub enum Event {
     /// PID 1 panicked; the machine reboots after `reboot_in_s` seconds.
     #[serde(rename = "panic")]
     Panic { message: String, reboot_in_s: f64 },
+    /// netd read its configuration from `sources`; `errors` lists what it rejected (the last
+    /// good configuration, or the defaults, stay in force).
+    #[serde(rename = "network.config")]
+    NetworkConfig {
+        sources: Vec<String>,
+        errors: Vec<String>,
+    },
+    /// Static addresses were configured on a link.
+    #[serde(rename = "network.static")]
+    NetworkStatic {
+        link: String,
+        addresses: Vec<String>,
+    },
+    /// A DHCPv4 lease was applied to a link; `ms` counts from netd's start.
+    #[serde(rename = "dhcp.bound")]
+    DhcpBound {
+        link: String,
+        address: String,
+        gateway: Option<String>,
+        dns: Vec<String>,
+        lease_s: u32,
+        ms: f64,
+    },
+    /// A lease was renewed (or rebound) and the address kept.
+    #[serde(rename = "dhcp.renewed")]
+    DhcpRenewed {
+        link: String,
+        address: String,
+        lease_s: u32,
+    },
+    /// A lease ended (`expired`, `nak`, `released`, `replaced`) and its address was removed.
+    #[serde(rename = "dhcp.lost")]
+    DhcpLost {
+        link: String,
+        address: String,
+        reason: String,
+    },
+    /// The node is online: the links the configuration requires have addresses, or
+    /// `timed_out` after the configured wait. `ms` counts from netd's start.
+    #[serde(rename = "network.online")]
+    NetworkOnline {
+        ms: f64,
+        timed_out: bool,
+        links: Vec<String>,
+    },
 }
 
 impl Event {
@@ -177,6 +222,12 @@ impl Event {
             Event::ShutdownBegin { .. } => "shutdown.begin",
             Event::ShutdownFinal { .. } => "shutdown.final",
             Event::Panic { .. } => "panic",
+            Event::NetworkConfig { .. } => "network.config",
+            Event::NetworkStatic { .. } => "network.static",
+            Event::DhcpBound { .. } => "dhcp.bound",
+            Event::DhcpRenewed { .. } => "dhcp.renewed",
+            Event::DhcpLost { .. } => "dhcp.lost",
+            Event::NetworkOnline { .. } => "network.online",
         }
     }
 }

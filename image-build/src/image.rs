@@ -47,9 +47,11 @@ const INITRAMFS_DIRS: [(&str, u32); 6] = [
     ("/tmp", 0o1777),
 ];
 /// Files in the root image that point into `/run`, where init writes them at boot.
-const RUN_SYMLINKS: [(&str, &str); 2] = [
+const RUN_SYMLINKS: [(&str, &str); 3] = [
     ("/etc/machine-id", "/run/shoal/machine-id"),
     ("/etc/hostname", "/run/shoal/hostname"),
+    // netd writes the resolver configuration at run time.
+    ("/etc/resolv.conf", "/run/shoal/resolv.conf"),
 ];
 const PASSWD: &str = "root:x:0:0:root:/:/sbin/nologin\n";
 const GROUP: &str = "root:x:0:\n";
@@ -169,6 +171,9 @@ pub(crate) fn stage_rootfs(root: &Path, content: &Content<'_>) -> Result<usize> 
         content.binary(&content.profile.init)?,
         &staged(root, "/sbin/init"),
     )?;
+    // The kernel runs /sbin/modprobe to load modules on demand (bonds, VLANs, filesystems);
+    // shoal-init answers when called by that name.
+    make_symlink("init", &staged(root, "/sbin/modprobe"))?;
     for binary in &content.profile.binaries {
         copy_file(content.binary(&binary.spec)?, &staged(root, &binary.dest))?;
     }

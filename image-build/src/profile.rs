@@ -380,19 +380,20 @@ pub struct Profile {
 /// Default mode of a `[[file]]`.
 const DEFAULT_FILE_MODE: u32 = 0o644;
 /// Files the builder writes into every root image; no `[[file]]` may replace them.
-const GENERATED_FILES: [&str; 5] = [
+const GENERATED_FILES: [&str; 6] = [
     "/etc/os-release",
     "/etc/passwd",
     "/etc/group",
     "/etc/machine-id",
     "/etc/hostname",
+    "/etc/resolv.conf",
 ];
 
 /// Directories every root image has besides the reserved ones; files may go below them.
 const BUILDER_DIRS: [&str; 4] = ["/var", "/mnt", "/usr/lib/shoal", "/etc/shoal/services"];
 
 /// Paths no binary may be installed at or under: mount points and generated content.
-const RESERVED_PREFIXES: [&str; 9] = [
+const RESERVED_PREFIXES: [&str; 10] = [
     "/proc",
     "/sys",
     "/dev",
@@ -402,6 +403,7 @@ const RESERVED_PREFIXES: [&str; 9] = [
     "/lib/modules",
     "/etc/shoal/boot.d",
     "/sbin/init",
+    "/sbin/modprobe",
 ];
 
 fn valid_abs_path(path: &str) -> Result<(), String> {

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod input;
 pub mod keeper;
 pub mod kmod;
+pub mod modprobe;
 pub mod mounts;
 pub mod power;
 pub mod sys;

@@ -9,6 +9,9 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::net::{HOST_ADDR, Namespace};
+
+/// dnsmasq will not hand out leases shorter than this.
+pub const MIN_LEASE_SECS: u32 = 120;
 use crate::{Error, Result};
 
 /// How long dnsmasq may take to report that DHCP is up.
@@ -23,6 +26,12 @@ pub struct DhcpConfig {
     pub fixed: Vec<(String, Ipv4Addr)>,
     /// The URL iPXE should chain-load (`http://.../boot.ipxe`).
     pub ipxe_script: Option<String>,
+    /// Lease time in seconds (dnsmasq's minimum is [`MIN_LEASE_SECS`]).
+    pub lease_secs: u32,
+    /// Extra `--dhcp-option=` values, such as `6,10.77.0.53` (DNS) or `58,5` (T1).
+    pub options: Vec<String>,
+    /// The bridge it serves (`br0`, or a [`crate::net::Segment`]'s).
+    pub interface: String,
 }
 
 impl Default for DhcpConfig {
@@ -32,6 +41,20 @@ impl Default for DhcpConfig {
             range: (Ipv4Addr::new(a, b, c, 100), Ipv4Addr::new(a, b, c, 199)),
             fixed: Vec::new(),
             ipxe_script: None,
+            lease_secs: 3600,
+            options: Vec::new(),
+            interface: "br0".into(),
+        }
+    }
+}
+
+impl DhcpConfig {
+    /// The default configuration for the /24 around `host` (a [`crate::Network`]'s address).
+    pub fn for_host(host: Ipv4Addr) -> DhcpConfig {
+        let [a, b, c, _] = host.octets();
+        DhcpConfig {
+            range: (Ipv4Addr::new(a, b, c, 100), Ipv4Addr::new(a, b, c, 199)),
+            ..DhcpConfig::default()
         }
     }
 }
@@ -43,7 +66,7 @@ impl DhcpConfig {
             "--no-daemon".to_string(),
             "--conf-file=/dev/null".to_string(),
             "--port=0".to_string(),
-            "--interface=br0".to_string(),
+            format!("--interface={}", self.interface),
             "--bind-interfaces".to_string(),
             "--user=root".to_string(),
             "--log-dhcp".to_string(),
@@ -53,14 +76,22 @@ impl DhcpConfig {
             format!("--dhcp-leasefile={}", dir.join("leases").display()),
             format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
             format!(
-                "--dhcp-range={},{},255.255.255.0,1h",
-                self.range.0, self.range.1
+                "--dhcp-range={},{},255.255.255.0,{}",
+                self.range.0,
+                self.range.1,
+                self.lease_secs.max(MIN_LEASE_SECS)
             ),
             // Router advertisements (SLAAC only, no DHCPv6): iPXE finishes configuring as soon as
             // one arrives instead of waiting ~15 s for IPv6 to time out.
             "--enable-ra".to_string(),
-            "--dhcp-range=::,constructor:br0,ra-only,64,1h".to_string(),
+            format!(
+                "--dhcp-range=::,constructor:{},ra-only,64,1h",
+                self.interface
+            ),
         ];
+        for option in &self.options {
+            args.push(format!("--dhcp-option={option}"));
+        }
         for (mac, addr) in &self.fixed {
             args.push(format!("--dhcp-host={mac},{addr}"));
         }
@@ -167,7 +198,7 @@ mod tests {
         };
         let args = config.args(Path::new("/d"));
         assert!(
-            args.contains(&"--dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,1h".to_string())
+            args.contains(&"--dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,3600".to_string())
         );
         assert!(args.contains(&"--dhcp-host=52:54:00:77:00:01,10.77.0.11".to_string()));
         assert!(args.contains(&"--dhcp-match=set:ipxe,175".to_string()));

@@ -42,7 +42,7 @@ pub use dnsmasq::{DhcpConfig, Dnsmasq};
 pub use error::{Error, Result};
 pub use http::{HttpServer, Served};
 pub use image::Image;
-pub use net::{Network, Tap};
+pub use net::{Network, Segment, Tap};
 pub use qmp::Qmp;
 pub use vm::{Disk, HotplugNic, NicModel, Vm, VmBuilder};
 

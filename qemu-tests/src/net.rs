@@ -55,9 +55,14 @@ impl Namespace {
 
     /// Creates a new tap, enslaved to the bridge and up.
     pub(crate) fn add_tap(&self) -> Result<Tap> {
+        self.add_tap_on("br0")
+    }
+
+    /// Creates a new tap, enslaved to `bridge` and up.
+    pub(crate) fn add_tap_on(&self, bridge: &str) -> Result<Tap> {
         let name = format!("tap{}", self.next_tap.fetch_add(1, Ordering::Relaxed));
         self.ip(&["tuntap", "add", &name, "mode", "tap"])?;
-        self.ip(&["link", "set", &name, "master", "br0"])?;
+        self.ip(&["link", "set", &name, "master", bridge])?;
         self.ip(&["link", "set", &name, "up"])?;
         Ok(Tap { name })
     }
@@ -77,17 +82,27 @@ impl Drop for Namespace {
     }
 }
 
+/// A second (third, ...) layer-2 segment of a [`Network`]: its own bridge and subnet
+/// (`br<N>`, `10.77.N.1/24`) in the same namespace, for VMs with NICs on several networks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub bridge: String,
+    pub host_addr: Ipv4Addr,
+}
+
 /// A tap device on the namespace's bridge, for one VM NIC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tap {
     pub name: String,
 }
 
-/// A private network: namespace, bridge `br0` at [`HOST_ADDR`]/24, taps, and the services on it.
+/// A private network: namespace, bridge `br0` at [`HOST_ADDR`]/24, taps, and the services on
+/// it; more bridges and subnets as [`Segment`]s.
 #[derive(Debug)]
 pub struct Network {
     // Field order is drop order: services stop before the namespace goes.
     dnsmasq: Option<Dnsmasq>,
+    segment_dnsmasq: Vec<Dnsmasq>,
     http: Option<HttpServer>,
     namespace: Arc<Namespace>,
 }
@@ -137,6 +152,7 @@ impl Network {
         tracing::debug!("network namespace {} ready", namespace.name);
         Ok(Network {
             dnsmasq: None,
+            segment_dnsmasq: Vec::new(),
             http: None,
             namespace,
         })
@@ -150,6 +166,70 @@ impl Network {
     /// The bridge's address, reachable by every VM on this network.
     pub fn host_addr(&self) -> Ipv4Addr {
         HOST_ADDR
+    }
+
+    /// dnsmasq's default configuration for this network's subnet.
+    pub fn dhcp_config(&self) -> DhcpConfig {
+        DhcpConfig::default()
+    }
+
+    /// Whether `addr` answers one ping from the namespace within `timeout_s` seconds.
+    pub fn ping(&self, addr: Ipv4Addr, timeout_s: u32) -> bool {
+        self.command("ping")
+            .args(["-c", "1", "-W", &timeout_s.to_string(), &addr.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Adds a segment: bridge `br<subnet>` at `10.77.<subnet>.1/24`, up. Subnet 0 is the
+    /// network's own `br0` (for a network made with [`Network::new`]).
+    pub fn add_segment(&self, subnet: u8) -> Result<Segment> {
+        let [a, b, _, d] = HOST_ADDR.octets();
+        let host_addr = Ipv4Addr::new(a, b, subnet, d);
+        let bridge = format!("br{subnet}");
+        let ns = &self.namespace;
+        ns.ip(&[
+            "link",
+            "add",
+            &bridge,
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+            "stp_state",
+            "0",
+        ])?;
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{host_addr}/{PREFIX_LEN}"),
+            "dev",
+            &bridge,
+        ])?;
+        ns.ip(&["link", "set", &bridge, "up"])?;
+        Ok(Segment { bridge, host_addr })
+    }
+
+    /// dnsmasq's default configuration for a segment.
+    pub fn segment_dhcp_config(&self, segment: &Segment) -> DhcpConfig {
+        DhcpConfig {
+            interface: segment.bridge.clone(),
+            ..DhcpConfig::for_host(segment.host_addr)
+        }
+    }
+
+    /// Starts another dnsmasq (for a segment: `config.interface` names its bridge).
+    pub fn start_segment_dnsmasq(&mut self, config: DhcpConfig) -> Result<&Dnsmasq> {
+        let dnsmasq = Dnsmasq::start(&self.namespace, config)?;
+        self.segment_dnsmasq.push(dnsmasq);
+        Ok(&self.segment_dnsmasq[self.segment_dnsmasq.len() - 1])
+    }
+
+    /// Stops dnsmasq (the DHCP server goes away).
+    pub fn stop_dnsmasq(&mut self) {
+        self.dnsmasq = None;
     }
 
     pub(crate) fn namespace(&self) -> Arc<Namespace> {
@@ -205,7 +285,7 @@ impl Network {
         let url = format!("{}/boot.ipxe", self.serve_http(image.dir())?.url());
         let config = DhcpConfig {
             ipxe_script: Some(url),
-            ..DhcpConfig::default()
+            ..self.dhcp_config()
         };
         self.start_dnsmasq(config)?;
         Ok(())

@@ -91,6 +91,7 @@ impl Disk {
 #[derive(Debug)]
 struct NicSpec {
     namespace: Arc<Namespace>,
+    bridge: String,
     tap: Option<Tap>,
     model: NicModel,
     mac: String,
@@ -211,11 +212,21 @@ impl VmBuilder {
         }
         self.nics.push(NicSpec {
             namespace: network.namespace(),
+            bridge: "br0".into(),
             tap: None,
             model,
             mac: mac.into(),
         });
         self
+    }
+
+    /// A NIC on a segment of `network` (see [`Network::add_segment`]).
+    pub fn nic_on(self, network: &Network, segment: &crate::net::Segment, model: NicModel) -> Self {
+        let mut builder = self.nic(network, model);
+        if let Some(nic) = builder.nics.last_mut() {
+            nic.bridge = segment.bridge.clone();
+        }
+        builder
     }
 
     /// Boots from the first NIC's iPXE option ROM instead of `-kernel` (`-boot n`). The network
@@ -365,7 +376,7 @@ impl VmBuilder {
             .map_err(Error::io("create the VM directory"))?;
         let mut taps = Vec::new();
         for nic in &mut self.nics {
-            let tap = nic.namespace.add_tap()?;
+            let tap = nic.namespace.add_tap_on(&nic.bridge)?;
             taps.push(tap.clone());
             nic.tap = Some(tap);
         }

@@ -9,7 +9,7 @@
 pub mod cgroup;
 pub mod config;
 pub mod daemon;
-pub mod duration;
+pub use shoal_units as duration;
 pub mod logs;
 pub mod machine;
 pub mod notify;

@@ -1,6 +1,7 @@
 //! `shoal-test-service` on the host, and the test image's service definitions checked with the
 //! supervisor's own parser, so a broken definition fails here and not as a `config_errors`
 //! entry in a VM.
+#![allow(clippy::unwrap_used)]
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -71,9 +72,26 @@ fn report(output: &str, test: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no {test} report in {output:?}"))
 }
 
+/// The definitions an image gets from these profile directories, as one directory.
+fn image_services(dirs: &[PathBuf]) -> tempfile::TempDir {
+    let all = tempfile::tempdir().unwrap();
+    for dir in dirs {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, all.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    all
+}
+
+fn default_services_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../image-build/profiles/services")
+}
+
 #[test]
 fn the_test_image_service_definitions_are_valid() {
-    let services = config::load_dir(&services_dir()).unwrap_or_else(|errors| {
+    let dir = image_services(&[default_services_dir(), services_dir()]);
+    let services = config::load_dir(dir.path()).unwrap_or_else(|errors| {
         panic!(
             "{}",
             errors
@@ -94,11 +112,25 @@ fn the_test_image_service_definitions_are_valid() {
     assert_eq!(
         names,
         [
-            "base", "capsvc", "crashy", "forkbomb", "memhog", "mid", "rss", "sleeper", "stubborn",
+            "base",
+            "capsvc",
+            "crashy",
+            "forkbomb",
+            "memhog",
+            "mid",
+            "netd",
+            "netinfo",
+            "network-online",
+            "rss",
+            "sleeper",
+            "stubborn",
             "top"
         ]
     );
-    for service in &services {
+    for service in services.iter().filter(|s| s.name.as_str() != "netd") {
+        if service.kind == ServiceType::Target {
+            continue;
+        }
         assert_eq!(
             service.command[0], "/usr/lib/shoal/shoal-test-service",
             "{}",
@@ -276,4 +308,43 @@ fn rss_reports_pid1_and_a_total() {
     let total = report["total_kib"].as_u64().unwrap();
     assert!(pid1 > 0 && total > pid1, "{report}");
     assert!(report["processes"].as_u64().unwrap() > 1, "{report}");
+}
+
+#[test]
+fn the_default_image_service_definitions_are_valid() {
+    let services = config::load_dir(&default_services_dir()).unwrap_or_else(|errors| {
+        panic!(
+            "{}",
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    config::validate_accounts(
+        &services,
+        &Users::parse("root:x:0:0:root:/:/sbin/nologin\n", ""),
+    )
+    .unwrap_or_else(|errors| panic!("{errors:?}"));
+    let mut names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["netd", "network-online"]);
+    let netd = services.iter().find(|s| s.name.as_str() == "netd").unwrap();
+    assert_eq!(netd.kind, ServiceType::Notify);
+    assert_eq!(netd.command, ["/usr/lib/shoal/shoal-netd"]);
+}
+
+#[test]
+fn netinfo_reports_resolver_routes_and_hostname() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shoal-test-service"))
+        .arg("netinfo")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    let r = report(&text, "netinfo");
+    assert!(r["resolv_conf"].is_string(), "{r}");
+    assert!(r["routes"].is_array(), "{r}");
+    assert!(!r["hostname"].as_str().unwrap().is_empty(), "{r}");
 }

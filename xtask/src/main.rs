@@ -3,7 +3,8 @@
 //! - `deps`: installs the Debian packages the build and the tests need (only the missing ones).
 //! - `image [--profile P]`: builds `out/<P>/` (default profile `default`).
 //! - `demo [--nodes N]`: deps, image, then boots an N-node QEMU cluster and shows it.
-//! - `test`: deps, the test image, then every test in the workspace (VM tests included).
+//! - `test`: deps, lint, the test image, the fuzz targets (built, not run), then every test in
+//!   the workspace (VM tests included).
 //! - `bench`: deps, image, then the boot-time benchmark.
 //! - `lint`: rustfmt and clippy, as CI wants them.
 
@@ -168,6 +169,16 @@ fn test() -> Result<()> {
     deps()?;
     lint()?;
     image("test")?;
+    // The fuzz targets must keep building (they run under cargo-fuzz on nightly, elsewhere).
+    cargo(&[
+        "build",
+        "--quiet",
+        "--manifest-path",
+        "netd/fuzz/Cargo.toml",
+        "--bins",
+        "--target-dir",
+        "target/fuzz",
+    ])?;
     let nextest = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["nextest", "--version"])
         .output()

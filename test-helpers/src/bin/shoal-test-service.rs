@@ -13,6 +13,8 @@
 //! shoal-test-service sleep             sleep until SIGTERM, then exit 0
 //! shoal-test-service rss               report the resident memory of PID 1, the supervisor and
 //!                                      all userspace processes (VmRSS), then exit 0
+//! shoal-test-service netinfo           report /etc/resolv.conf, /run/shoal/ntp-servers, the
+//!                                      IPv4 routes (/proc/net/route) and the hostname, exit 0
 //! ```
 //!
 //! Output goes to stdout (the supervisor echoes it on the console as `[name] line`); reports
@@ -57,6 +59,7 @@ fn main() {
         ["ignore-term"] => ignore_term(),
         ["sleep"] => sleep_until_term(),
         ["rss"] => rss(),
+        ["netinfo"] => netinfo(),
         _ => usage(&format!("unknown arguments {args:?}")),
     };
     std::process::exit(code);
@@ -66,7 +69,7 @@ fn usage(problem: &str) -> i32 {
     eprintln!("shoal-test-service: {problem}");
     eprintln!(
         "usage: shoal-test-service crash CODE | notify-after MS | memhog MB | forkbomb | caps | \
-         ignore-term | sleep | rss"
+         ignore-term | sleep | rss | netinfo"
     );
     2
 }
@@ -115,6 +118,48 @@ fn rss() -> i32 {
     }
     println!(
         "{TEST_PREFIX}{{\"test\":\"rss\",\"pid1_kib\":{pid1},\"supervisor_kib\":{supervisor},\"total_kib\":{total},\"processes\":{processes}}}"
+    );
+    0
+}
+
+/// What netd left for the rest of the node, as a program on the node sees it.
+fn netinfo() -> i32 {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_else(|e| format!("ERROR {e}"));
+    // /proc/net/route: Iface Destination Gateway ... in little-endian hex.
+    let routes: Vec<String> = read("/proc/net/route")
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let ip = |hex: &str| {
+                u32::from_str_radix(hex, 16)
+                    .ok()
+                    .map(|v| std::net::Ipv4Addr::from(v.swap_bytes()).to_string())
+            };
+            let mask = ip(f.get(7)?)?;
+            let prefix = mask
+                .parse::<std::net::Ipv4Addr>()
+                .ok()?
+                .to_bits()
+                .leading_ones();
+            Some(format!(
+                "{}/{prefix} via {} dev {}",
+                ip(f.get(1)?)?,
+                ip(f.get(2)?)?,
+                f.first()?
+            ))
+        })
+        .collect();
+    let routes = routes
+        .iter()
+        .map(|r| json_string(r))
+        .collect::<Vec<_>>()
+        .join(",");
+    println!(
+        "{TEST_PREFIX}{{\"test\":\"netinfo\",\"resolv_conf\":{},\"ntp_servers\":{},\"routes\":[{routes}],\"hostname\":{}}}",
+        json_string(&read("/etc/resolv.conf")),
+        json_string(&read("/run/shoal/ntp-servers")),
+        json_string(read("/proc/sys/kernel/hostname").trim()),
     );
     0
 }

@@ -1,5 +1,5 @@
-//! Human-written durations (`"100ms"`, `"1.5s"`) and sizes (`"64M"`) as service definitions use
-//! them.
+//! Human-written durations (`"100ms"`, `"1.5s"`) and sizes (`"64M"`) as Shoal's configuration
+//! files use them.
 //!
 //! Both parsers are strict: no whitespace, no sign, exactly one unit, so that a typo is an error
 //! rather than a surprising value. Their error strings are complete reasons, ready to be put after

@@ -1,0 +1,77 @@
+//! `shoal-netd`: the network daemon. The supervisor runs it (`type = "notify"`): it reports
+//! ready once the node is online, or after the configured timeout.
+//!
+//! Exit codes: 0 after SIGTERM (leases released), 1 when it cannot run, 2 for a bad command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use shoal_netd::daemon::{self, Paths};
+
+const USAGE: &str = "\
+usage: shoal-netd [--config FILE] [--cmdline FILE] [--run-dir DIR] [--state-dir DIR]
+                  [--sys DIR] [--log-level LEVEL]
+defaults: /etc/shoal/network.toml, /proc/cmdline, /run/shoal, /run/shoal/netd, /sys, info
+$SHOAL_LOG sets the log level too.
+";
+
+fn main() -> ExitCode {
+    let mut paths = Paths::default();
+    let mut level = std::env::var("SHOAL_LOG").unwrap_or_else(|_| "info".into());
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        let arg = arg.to_string_lossy().into_owned();
+        if arg == "--help" || arg == "-h" {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        if arg == "--version" {
+            println!("shoal-netd {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        let Some(value) = args.next() else {
+            eprintln!("shoal-netd: {arg} needs a value\n{USAGE}");
+            return ExitCode::from(2);
+        };
+        let path = PathBuf::from(&value);
+        match arg.as_str() {
+            "--config" => paths.config = path,
+            "--cmdline" => paths.cmdline = path,
+            "--run-dir" => paths.run_dir = path,
+            "--state-dir" => paths.state_dir = path,
+            "--sys" => paths.sys = path,
+            "--log-level" => level = value.to_string_lossy().into_owned(),
+            _ => {
+                eprintln!("shoal-netd: unknown option {arg}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let level = level
+        .parse::<tracing::Level>()
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shoal-netd: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(daemon::run(paths)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
