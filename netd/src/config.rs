@@ -554,8 +554,7 @@ impl NetworkConfig {
             let location = e
                 .span()
                 .map(|span| {
-                    let start =
-                        unknown_field_offset(text, span.start, e.message()).unwrap_or(span.start);
+                    let start = error_offset(text, span.start, e.message()).unwrap_or(span.start);
                     let (line, column) = line_column(text, start);
                     format!("line {line}, column {column}: ")
                 })
@@ -737,22 +736,32 @@ pub fn is_domain(name: &str) -> bool {
         })
 }
 
-/// Where an unknown field's key is. Inside tables that share fields (`[[links]]` and the
-/// others), the TOML reader can only point at the table; the key is the first line from there
-/// that starts with it.
-fn unknown_field_offset(text: &str, from: usize, message: &str) -> Option<usize> {
-    let key = message.strip_prefix("unknown field `")?.split('`').next()?;
-    let mut offset = text.get(..from)?.rfind('\n').map_or(0, |i| i + 1);
-    for line in text.get(offset..)?.split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        if let Some(rest) = trimmed.strip_prefix(key)
-            && rest.trim_start().starts_with(['=', '.'])
-        {
-            return Some(offset + (line.len() - trimmed.len()));
+/// Where the TOML reader's error really is. Inside tables that share fields (`[[links]]` and
+/// the others flatten [`Addressing`] in), it can only point at the table; then an unknown key is
+/// the first line from there that starts with it, and a bad value is the first quoted value the
+/// message names that appears, quoted, from there on.
+fn error_offset(text: &str, from: usize, message: &str) -> Option<usize> {
+    let line_start = text.get(..from)?.rfind('\n').map_or(0, |i| i + 1);
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let key = rest.split('`').next()?;
+        let mut offset = line_start;
+        for line in text.get(offset..)?.split_inclusive('\n') {
+            let trimmed = line.trim_start();
+            if let Some(after) = trimmed.strip_prefix(key)
+                && after.trim_start().starts_with(['=', '.'])
+            {
+                return Some(offset + (line.len() - trimmed.len()));
+            }
+            offset += line.len();
         }
-        offset += line.len();
+        return None;
     }
-    None
+    // Quoted values in the message, in order: `"10.0.0.5" needs a prefix length ...`.
+    message.split('"').skip(1).step_by(2).find_map(|value| {
+        text.get(from..)?
+            .find(&format!("\"{value}\""))
+            .map(|i| from + i)
+    })
 }
 
 /// 1-based line and column of a byte offset.
@@ -879,14 +888,16 @@ dhcp = true
             "{e:?}"
         );
         let e = errors("[[links]]\nmatch = { name = \"eth0\" }\naddresses = [\"10.0.0.5\"]\n");
-        assert!(
-            e[0].ends_with("\"10.0.0.5\" needs a prefix length (10.0.0.5/24)"),
-            "{e:?}"
+        assert_eq!(
+            e,
+            ["network.toml: line 3, column 14: \"10.0.0.5\" needs a prefix length (10.0.0.5/24)"]
         );
         let e = errors("[[links]]\nmatch = { name = \"eth0\" }\naddresses = [\"10.0.0.5/33\"]\n");
-        assert!(
-            e[0].ends_with("prefix length \"33\" in \"10.0.0.5/33\" is not 0 to 32"),
-            "{e:?}"
+        assert_eq!(
+            e,
+            [
+                "network.toml: line 3, column 14: prefix length \"33\" in \"10.0.0.5/33\" is not 0 to 32"
+            ]
         );
         let e = errors("[[vlans]]\nname = \"a-very-long-interface\"\nlink = \"eth0\"\nid = 5\n");
         assert!(

@@ -148,6 +148,14 @@ pub struct RouteSpec {
     pub metric: u32,
     /// The preferred source address.
     pub source: Option<Ipv4Addr>,
+    pub origin: RouteOrigin,
+}
+
+/// Who asked for a route; the kernel keeps it as the route's protocol (`proto dhcp`/`static`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteOrigin {
+    Static,
+    Dhcp,
 }
 
 /// Netlink, as netd uses it.
@@ -156,8 +164,9 @@ pub struct Netlink {
     handle: Handle,
 }
 
-/// Route protocol number netd marks its routes with (`proto dhcp` is 16, `static` 4).
+/// Route protocol numbers (`proto dhcp`, `proto static` in `ip route`).
 const PROTO_DHCP: u8 = 16;
+const PROTO_STATIC: u8 = 4;
 
 impl Netlink {
     /// Opens a connection subscribed to link, address and route events, and spawns its driver
@@ -432,7 +441,10 @@ fn route_message(route: &RouteSpec) -> RouteMessage {
         .destination_prefix(route.destination, route.prefix_len)
         .output_interface(route.index)
         .priority(route.metric)
-        .protocol(RouteProtocol::from(PROTO_DHCP));
+        .protocol(RouteProtocol::from(match route.origin {
+            RouteOrigin::Dhcp => PROTO_DHCP,
+            RouteOrigin::Static => PROTO_STATIC,
+        }));
     if let Some(source) = route.source {
         builder = builder.pref_source(source);
     }

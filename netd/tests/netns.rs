@@ -245,6 +245,15 @@ impl Netd {
         all
     }
 
+    /// SIGHUP: re-read the configuration.
+    fn hangup(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+    }
+
     fn terminate(&mut self) -> std::process::ExitStatus {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
@@ -461,4 +470,68 @@ fn a_bad_configuration_is_reported_and_the_defaults_keep_the_node_reachable() {
         "{errors:?}"
     );
     netd.event("dhcp.bound", 0, Duration::from_secs(15));
+}
+
+#[test]
+fn reload_applies_a_new_configuration_and_keeps_the_last_good_one_on_errors() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for network namespaces");
+        return;
+    }
+    let pair = Pair::new();
+    let config = |addr: &str| {
+        format!(
+            "[[links]]\nmatch = {{ name = \"cli0\" }}\naddresses = [\"{addr}\"]\ngateway = \"10.99.0.1\"\n"
+        )
+    };
+    let mut netd = pair.netd(&config("10.99.0.7/24"), "");
+    netd.event("network.static", 0, Duration::from_secs(10));
+    let addresses = || pair.cli_ip(&["-4", "-o", "addr", "show", "dev", "cli0"]);
+    assert!(addresses().contains("inet 10.99.0.7/24"), "{}", addresses());
+
+    // A new address: the old one and its route go, the new one comes.
+    let file = pair.root().join("etc/shoal/network.toml");
+    std::fs::write(&file, config("10.99.0.8/24")).unwrap();
+    netd.hangup();
+    let Event::NetworkStatic { addresses: new, .. } =
+        netd.event("network.static", 1, Duration::from_secs(10))
+    else {
+        unreachable!()
+    };
+    assert_eq!(new, ["10.99.0.8/24"]);
+    wait_for(Duration::from_secs(5), || {
+        !addresses().contains("10.99.0.7/")
+    });
+    assert!(addresses().contains("inet 10.99.0.8/24"), "{}", addresses());
+    let routes = pair.cli_ip(&["-4", "route", "show"]);
+    assert!(
+        routes.contains("default via 10.99.0.1 dev cli0 proto static"),
+        "{routes}"
+    );
+
+    // A broken file: rejected with its position, nothing changes.
+    std::fs::write(
+        &file,
+        "[[links]]\nmatch = { name = \"cli0\" }\naddresses = [\"10.99.0.9\"]\n",
+    )
+    .unwrap();
+    netd.hangup();
+    let Event::NetworkConfig { errors, .. } =
+        netd.event("network.config", 2, Duration::from_secs(10))
+    else {
+        unreachable!()
+    };
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("line 3, column 14"), "{errors:?}");
+    assert!(errors[0].contains("needs a prefix length"), "{errors:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(addresses().contains("inet 10.99.0.8/24"), "{}", addresses());
+    assert_eq!(
+        netd.output().matches("\"event\":\"network.static\"").count(),
+        2,
+        "nothing reconfigured:\n{}",
+        netd.output()
+    );
+    let status = netd.terminate();
+    assert!(status.success());
 }

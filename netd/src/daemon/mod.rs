@@ -22,7 +22,7 @@ use crate::config::NetworkConfig;
 use crate::dhcp::client::{Action, Client, ClientConfig, Destination, LostReason};
 use crate::dhcp::lease::{Lease, Remembered};
 use crate::dhcp::packet::{Message, SERVER_PORT};
-use crate::netlink::{self, DeviceInfo, Link, Netlink, RouteSpec};
+use crate::netlink::{self, DeviceInfo, Link, Netlink, RouteOrigin, RouteSpec};
 use crate::online::{IfaceStatus, online};
 use crate::plan::{Managed, Plan, Virtual, plan};
 use crate::resolv::{DnsSources, ntp_servers, render_resolv_conf, resolve, write_if_changed};
@@ -62,10 +62,21 @@ fn emit(event: BootEvent) {
     println!("{}", Record::now(event).to_line());
 }
 
-/// Reads the configuration file and the command line into one configuration. On any error the
-/// defaults are used (so that a typo never leaves a node off the network) and the errors are
-/// reported in the `network.config` event.
-pub fn load_config(paths: &Paths) -> (NetworkConfig, Option<String>, Vec<String>) {
+/// The configuration as read from its sources.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The merged configuration; when the file had errors, the defaults stand in for it.
+    pub config: NetworkConfig,
+    pub hostname: Option<String>,
+    pub sources: Vec<String>,
+    /// Empty when every source was valid.
+    pub errors: Vec<String>,
+}
+
+/// Reads the configuration file and the command line into one configuration. A file with
+/// errors is rejected whole (the defaults stand in for it, so a typo never leaves a node off the
+/// network); everything is reported in the `network.config` event.
+pub fn load_config(paths: &Paths) -> Loaded {
     let mut sources = Vec::new();
     let mut errors = Vec::new();
     let file = match std::fs::read_to_string(&paths.config) {
@@ -111,10 +122,15 @@ pub fn load_config(paths: &Paths) -> (NetworkConfig, Option<String>, Vec<String>
         tracing::error!("{error}");
     }
     emit(BootEvent::NetworkConfig {
-        sources,
+        sources: sources.clone(),
         errors: errors.clone(),
     });
-    (config, hostname, errors)
+    Loaded {
+        config,
+        hostname,
+        sources,
+        errors,
+    }
 }
 
 /// A DHCP packet from a link's socket.
@@ -150,7 +166,10 @@ impl Drop for Dhcp {
 pub struct Daemon {
     nl: Netlink,
     paths: Paths,
+    /// The configuration in force (the last good one).
     config: NetworkConfig,
+    /// What the last (re)load found, errors included.
+    loaded: Loaded,
     started: Instant,
     links: BTreeMap<u32, Link>,
     devices: BTreeMap<u32, DeviceInfo>,
@@ -173,8 +192,8 @@ impl std::fmt::Debug for Daemon {
 /// Runs netd until SIGTERM or SIGINT.
 pub async fn run(paths: Paths) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (config, hostname, _errors) = load_config(&paths);
-    if let Some(hostname) = hostname {
+    let loaded = load_config(&paths);
+    if let Some(hostname) = loaded.hostname.clone() {
         match nix::unistd::sethostname(&hostname) {
             Ok(()) => emit(BootEvent::Hostname {
                 hostname,
@@ -188,7 +207,8 @@ pub async fn run(paths: Paths) -> anyhow::Result<()> {
     let mut daemon = Daemon {
         nl,
         paths,
-        config,
+        config: loaded.config.clone(),
+        loaded,
         started,
         links: BTreeMap::new(),
         devices: BTreeMap::new(),
@@ -200,6 +220,7 @@ pub async fn run(paths: Paths) -> anyhow::Result<()> {
     };
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     daemon.refresh().await;
     loop {
         let deadline = daemon.next_deadline();
@@ -214,6 +235,9 @@ pub async fn run(paths: Paths) -> anyhow::Result<()> {
             },
             Some(packet) = packets.recv() => daemon.on_packet(packet).await,
             () = sleep_until(deadline) => daemon.on_timers().await,
+            _ = sighup.recv() => {
+                daemon.reload().await;
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
@@ -272,6 +296,43 @@ impl Daemon {
             }
         }
         self.check_online();
+    }
+
+    /// Reads the configuration again. With errors, the configuration in force stays and the
+    /// errors are returned; otherwise the new one is applied at once.
+    pub async fn reload(&mut self) -> Vec<String> {
+        let loaded = load_config(&self.paths);
+        let errors = loaded.errors.clone();
+        if errors.is_empty() {
+            tracing::info!("configuration reloaded");
+            self.config = loaded.config.clone();
+            self.loaded = loaded;
+            self.refresh().await;
+        } else {
+            tracing::error!("configuration rejected; the last good one stays in force");
+            self.loaded.errors = errors.clone();
+        }
+        errors
+    }
+
+    /// Undoes what netd configured on an interface: gives a lease back, removes static
+    /// addresses and routes. Used when its settings change or it stops being managed.
+    async fn unconfigure(&mut self, name: &str) {
+        let now = Instant::now();
+        let actions = match self.ifaces.get_mut(name).and_then(|i| i.dhcp.as_mut()) {
+            Some(dhcp) => dhcp.client.release(now),
+            None => Vec::new(),
+        };
+        self.carry_out(name, actions).await;
+        let Some(iface) = self.ifaces.remove(name) else {
+            return;
+        };
+        if iface.static_applied {
+            remove_static(&self.nl, &iface).await;
+        }
+        if self.default_owner.as_deref() == Some(name) {
+            self.default_owner = None;
+        }
     }
 
     async fn read_links(&mut self) -> Result<(), netlink::NetlinkError> {
@@ -376,10 +437,30 @@ impl Daemon {
             .map(|(name, _)| name.clone())
             .collect();
         for name in stale {
-            self.ifaces.remove(&name);
-            if self.default_owner.as_ref() == Some(&name) {
-                self.default_owner = None;
+            let link_gone = self
+                .ifaces
+                .get(&name)
+                .is_none_or(|i| self.links.get(&i.index).is_none_or(|l| l.name != name));
+            if link_gone {
+                // The kernel removed its addresses and routes with it.
+                self.ifaces.remove(&name);
+                if self.default_owner.as_ref() == Some(&name) {
+                    self.default_owner = None;
+                }
+            } else {
+                self.unconfigure(&name).await;
             }
+        }
+        // Interfaces whose settings changed (a reload) start over.
+        let changed: Vec<String> = self
+            .ifaces
+            .iter()
+            .filter(|(name, iface)| plan.managed.get(*name).is_some_and(|m| *m != iface.managed))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in changed {
+            tracing::info!("{name}: settings changed, reconfiguring");
+            self.unconfigure(&name).await;
         }
         let now = Instant::now();
         for (name, managed) in &plan.managed {
@@ -405,7 +486,6 @@ impl Daemon {
                 static_applied: false,
                 dhcp: None,
             });
-            iface.managed = managed.clone();
             if !iface.static_applied && !managed.addresses.is_empty() {
                 iface.static_applied = apply_static(&self.nl, iface, &mut self.default_owner).await;
             }
@@ -682,6 +762,7 @@ impl Daemon {
                 index,
                 metric: LEASE_METRIC,
                 source: Some(lease.address),
+                origin: RouteOrigin::Dhcp,
             })
             .collect();
         for route in &routes {
@@ -838,6 +919,59 @@ impl Daemon {
     }
 }
 
+/// The routes of an interface's static configuration.
+fn static_routes(iface: &Iface) -> Vec<RouteSpec> {
+    let source = iface
+        .managed
+        .addresses
+        .iter()
+        .find_map(|a| match a.address {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        });
+    let mut routes = Vec::new();
+    if let Some(IpAddr::V4(gw)) = iface.managed.gateway {
+        routes.push((Ipv4Addr::UNSPECIFIED, 0, Some(gw)));
+    }
+    for route in &iface.managed.routes {
+        if let IpAddr::V4(to) = route.to.address {
+            let via = match route.via {
+                Some(IpAddr::V4(v)) => Some(v),
+                _ => None,
+            };
+            routes.push((to, route.to.prefix_len, via));
+        }
+    }
+    routes
+        .into_iter()
+        .map(|(destination, prefix_len, gateway)| RouteSpec {
+            destination,
+            prefix_len,
+            gateway,
+            index: iface.index,
+            metric: 0,
+            source,
+            origin: RouteOrigin::Static,
+        })
+        .collect()
+}
+
+/// Removes an interface's static addresses (their routes go with them).
+async fn remove_static(nl: &Netlink, iface: &Iface) {
+    for route in static_routes(iface) {
+        let _ = nl.del_route(&route).await;
+    }
+    for address in &iface.managed.addresses {
+        if let Err(e) = nl
+            .del_address(iface.index, address.address, address.prefix_len)
+            .await
+            && e.errno() != Some(libc::EADDRNOTAVAIL)
+        {
+            tracing::warn!("{}: {e}", iface.name);
+        }
+    }
+}
+
 /// Where the lease of the link with this MAC is remembered.
 fn lease_file(state_dir: &Path, mac: [u8; 6]) -> PathBuf {
     let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
@@ -856,38 +990,11 @@ async fn apply_static(nl: &Netlink, iface: &Iface, default_owner: &mut Option<St
             ok = false;
         }
     }
-    let source = iface
-        .managed
-        .addresses
-        .iter()
-        .find_map(|a| match a.address {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        });
-    let mut routes = Vec::new();
-    if let Some(IpAddr::V4(gw)) = iface.managed.gateway {
-        routes.push((Ipv4Addr::UNSPECIFIED, 0, Some(gw)));
+    if iface.managed.gateway.is_some_and(|g| g.is_ipv4()) {
         // A configured gateway is the default route; leases do not take it over.
         *default_owner = Some(iface.name.clone());
     }
-    for route in &iface.managed.routes {
-        if let (IpAddr::V4(to), via) = (route.to.address, route.via) {
-            let via = match via {
-                Some(IpAddr::V4(v)) => Some(v),
-                _ => None,
-            };
-            routes.push((to, route.to.prefix_len, via));
-        }
-    }
-    for (destination, prefix_len, gateway) in routes {
-        let spec = RouteSpec {
-            destination,
-            prefix_len,
-            gateway,
-            index: iface.index,
-            metric: 0,
-            source,
-        };
+    for spec in static_routes(iface) {
         if let Err(e) = nl.add_route(&spec).await {
             tracing::error!("{}: {e}", iface.name);
             ok = false;

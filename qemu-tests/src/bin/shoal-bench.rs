@@ -1,6 +1,8 @@
 //! `shoal-bench`: boot-time benchmark. Boots 1 VM, then 3 VMs started together, R times each,
-//! and prints per node the median host seconds from QEMU's start to every boot event, next to
-//! the floor: the same kernel with a trivial `/init` that only says it was reached.
+//! on a network with a DHCP server, and prints per node the median host seconds from QEMU's
+//! start to every boot event up to `network.online`, next to the floor: the same kernel with a
+//! trivial `/init` that only says it was reached. One row is a duration rather than a moment:
+//! netd's start to its first lease.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,6 +13,7 @@ use anyhow::Context;
 use clap::Parser;
 use serde::Serialize;
 use shoal_qemu_tests::floor::{FLOOR_LINE, build_floor_initramfs};
+use shoal_qemu_tests::events::Event;
 use shoal_qemu_tests::stats::{event_label, median};
 use shoal_qemu_tests::{Accel, Image, Network, NicModel, Vm, init_logging, require_root, scaled};
 
@@ -43,6 +46,9 @@ enum Kind {
 
 /// One VM's timings in one run: label -> host seconds since QEMU started.
 type Timings = BTreeMap<String, f64>;
+
+/// Not a moment but a duration: netd's start to its first lease applied, in seconds.
+const NETD_LEASE_LABEL: &str = "(duration) netd start -> first lease";
 
 /// The label of the floor's only milestone.
 const FLOOR_LABEL: &str = "floor (/init reached)";
@@ -90,7 +96,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     eprintln!("building the floor initramfs (shoal-floor-init)");
     let floor = build_floor_initramfs(scratch.path())?;
-    let network = Network::new()?;
+    // DHCP for the nodes, so that the image runs measure boot to network-online too.
+    let mut network = Network::new()?;
+    network.start_dnsmasq(network.dhcp_config())?;
     let bench = Bench {
         args,
         image: &image,
@@ -201,10 +209,15 @@ impl Bench<'_> {
             match kind {
                 Kind::Image => {
                     vm.wait_for_event("boot.complete", timeout)?;
+                    vm.wait_for_event("network.online", timeout)?;
                     for event in vm.events() {
                         timings
                             .entry(event_label(&event.record.event))
                             .or_insert(event.at.as_secs_f64());
+                        // netd's own clock: from its start to the first lease applied.
+                        if let Event::DhcpBound { ms, .. } = &event.record.event {
+                            timings.entry(NETD_LEASE_LABEL.to_string()).or_insert(ms / 1000.0);
+                        }
                     }
                 }
                 Kind::Floor => {
@@ -243,7 +256,10 @@ fn event_order(runs: &[Vec<Timings>]) -> Vec<String> {
             node0.get(a).copied().unwrap_or(f64::MAX),
             node0.get(b).copied().unwrap_or(f64::MAX),
         );
-        ta.total_cmp(&tb)
+        // The duration row goes last; moments in boot order.
+        (a == NETD_LEASE_LABEL)
+            .cmp(&(b == NETD_LEASE_LABEL))
+            .then(ta.total_cmp(&tb))
     });
     labels
 }
@@ -350,22 +366,25 @@ fn render(report: &Report, scenarios: &[String]) -> String {
         })
         .collect();
     out.push_str(&row(FLOOR_LABEL, floor_cells));
-    let over_floor = columns
-        .iter()
-        .map(|(scenario, node)| {
-            let complete = report
-                .image_medians
-                .get(scenario)
-                .and_then(|m| m.get(node))
-                .and_then(|m| m.get("boot.complete"));
-            let floor = report.floor_medians.get(scenario).and_then(|m| m.get(node));
-            match (complete, floor) {
-                (Some(c), Some(f)) => format!("{:+.2}", c - f),
-                _ => "-".into(),
-            }
-        })
-        .collect();
-    out.push_str(&row("boot.complete - floor", over_floor));
+    let over_floor = |label: &str| {
+        columns
+            .iter()
+            .map(|(scenario, node)| {
+                let at = report
+                    .image_medians
+                    .get(scenario)
+                    .and_then(|m| m.get(node))
+                    .and_then(|m| m.get(label));
+                let floor = report.floor_medians.get(scenario).and_then(|m| m.get(node));
+                match (at, floor) {
+                    (Some(c), Some(f)) => format!("{:+.2}", c - f),
+                    _ => "-".into(),
+                }
+            })
+            .collect()
+    };
+    out.push_str(&row("boot.complete - floor", over_floor("boot.complete")));
+    out.push_str(&row("network.online - floor", over_floor("network.online")));
     out.push_str("\nimage sizes (manifest.json):\n");
     let name_width = report.sizes.keys().map(String::len).max().unwrap_or(0);
     for (name, size) in &report.sizes {
