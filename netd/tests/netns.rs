@@ -527,11 +527,45 @@ fn reload_applies_a_new_configuration_and_keeps_the_last_good_one_on_errors() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(addresses().contains("inet 10.99.0.8/24"), "{}", addresses());
     assert_eq!(
-        netd.output().matches("\"event\":\"network.static\"").count(),
+        netd.output()
+            .matches("\"event\":\"network.static\"")
+            .count(),
         2,
         "nothing reconfigured:\n{}",
         netd.output()
     );
     let status = netd.terminate();
     assert!(status.success());
+}
+
+#[test]
+fn a_link_matched_by_mac_is_renamed_before_it_is_configured() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for network namespaces");
+        return;
+    }
+    let mut pair = Pair::new();
+    pair.start_dnsmasq();
+    let link = pair.cli_ip(&["-o", "link", "show", "dev", "cli0"]);
+    let mac = link
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let netd = pair.netd(
+        &format!("[[links]]\nmatch = {{ mac = \"{mac}\" }}\nname = \"lan0\"\n"),
+        "",
+    );
+    let Event::DhcpBound { link, .. } = netd.event("dhcp.bound", 0, Duration::from_secs(15)) else {
+        unreachable!()
+    };
+    assert_eq!(link, "lan0");
+    let shown = pair.cli_ip(&["-4", "-o", "addr", "show", "dev", "lan0"]);
+    assert!(shown.contains("inet 10.99.0.1"), "{shown}");
+    assert!(
+        netd.output().contains("renamed cli0 to lan0"),
+        "{}",
+        netd.output()
+    );
 }
