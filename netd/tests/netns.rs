@@ -160,6 +160,8 @@ impl Pair {
             .arg(root.join("run/shoal"))
             .arg("--state-dir")
             .arg(root.join("run/shoal/netd"))
+            .arg("--api-socket")
+            .arg(root.join("run/shoal/netd.sock"))
             .env("NOTIFY_SOCKET", &notify_path)
             .env("SHOAL_LOG", "debug")
             .stdout(Stdio::piped())
@@ -282,6 +284,36 @@ impl Drop for Netd {
     }
 }
 
+/// Asks the running netd for its state over its API (org.shoal.Network1).
+fn api_status(pair: &Pair) -> shoal_api::network::NetworkStatus {
+    api_call(pair, |c| Box::pin(async move { c.status().await }))
+}
+
+fn api_reload(pair: &Pair) -> Vec<String> {
+    api_call(pair, |c| Box::pin(async move { c.reload().await }))
+}
+
+fn api_call<T>(
+    pair: &Pair,
+    call: impl for<'c> FnOnce(
+        &'c shoal_api::network::NetworkClient,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<T, shoal_api::supervisor::ApiError>> + 'c>,
+    >,
+) -> T {
+    let socket = pair.root().join("run/shoal/netd.sock");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let client = shoal_api::network::NetworkClient::connect(&socket)
+                .await
+                .unwrap();
+            call(&client).await.unwrap()
+        })
+}
+
 fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -348,6 +380,34 @@ fn dhcp_lease_is_applied_renewed_remembered_and_released() {
     wait_for(Duration::from_secs(2), || {
         netd.notifications().iter().any(|n| n.contains("READY=1"))
     });
+    // The state API shows the same.
+    let status = api_status(&pair);
+    assert!(status.online && !status.online_timed_out, "{status:?}");
+    let cli0 = status.links.iter().find(|l| l.name == "cli0").unwrap();
+    assert!(cli0.managed && cli0.up && cli0.carrier, "{cli0:?}");
+    assert_eq!(cli0.addresses[0], address, "{cli0:?}");
+    assert!(
+        cli0.addresses[1..].iter().all(|a| a.starts_with("fe80:")),
+        "{cli0:?}"
+    );
+    assert_eq!(cli0.dhcp.len(), 1);
+    assert_eq!(cli0.dhcp[0].state, "bound");
+    assert_eq!(cli0.dhcp[0].server, "10.99.0.1");
+    assert!(
+        cli0.dhcp[0].remaining_s <= 120 && cli0.dhcp[0].renew_in_s <= 3,
+        "{cli0:?}"
+    );
+    assert!(
+        status.routes.iter().any(|r| r.destination == "0.0.0.0/0"
+            && r.gateway == "10.99.0.1"
+            && r.link == "cli0"
+            && r.metric == 1024),
+        "{:?}",
+        status.routes
+    );
+    assert_eq!(status.dns_servers, ["10.99.0.53", "10.99.0.54"]);
+    assert_eq!(status.dns_search, ["lan.example"]);
+    assert_eq!(status.ntp_servers, ["10.99.0.123"]);
 
     // T1 is 3 s: the lease is renewed by unicast and the address stays.
     let Event::DhcpRenewed {
@@ -509,18 +569,15 @@ fn reload_applies_a_new_configuration_and_keeps_the_last_good_one_on_errors() {
         "{routes}"
     );
 
-    // A broken file: rejected with its position, nothing changes.
+    // A broken file, reloaded through the API: rejected with its position, nothing changes.
     std::fs::write(
         &file,
         "[[links]]\nmatch = { name = \"cli0\" }\naddresses = [\"10.99.0.9\"]\n",
     )
     .unwrap();
-    netd.hangup();
-    let Event::NetworkConfig { errors, .. } =
-        netd.event("network.config", 2, Duration::from_secs(10))
-    else {
-        unreachable!()
-    };
+    let errors = api_reload(&pair);
+    let status = api_status(&pair);
+    assert_eq!(status.config_errors, errors);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("line 3, column 14"), "{errors:?}");
     assert!(errors[0].contains("needs a prefix length"), "{errors:?}");

@@ -14,9 +14,10 @@
 //! ```
 //!
 //! Pieces: [`Image`] (finds or builds `out/test`), [`Network`] (namespace, bridge, taps,
-//! [`Dnsmasq`], [`HttpServer`] for PXE), [`Vm`] / [`VmBuilder`] (QEMU, console capture, waits,
-//! faults), [`Qmp`] (the QEMU monitor protocol). Everything is torn down on drop, also when a
-//! test panics; a failed VM prints the end of its console and keeps its log.
+//! [`Dnsmasq`], [`HttpServer`] for PXE, [`Vlan`]s relayed in user space), [`Vm`] /
+//! [`VmBuilder`] (QEMU, console capture, waits, faults), [`Qmp`] (the QEMU monitor protocol).
+//! Everything is torn down on drop, also when a test panics; a failed VM prints the end of its
+//! console and keeps its log.
 
 pub mod accel;
 pub mod dnsmasq;
@@ -28,6 +29,7 @@ pub mod net;
 pub mod qmp;
 pub mod stats;
 pub mod testing;
+pub mod vlan;
 pub mod vm;
 
 mod console;
@@ -44,6 +46,7 @@ pub use http::{HttpServer, Served};
 pub use image::Image;
 pub use net::{Network, Segment, Tap};
 pub use qmp::Qmp;
+pub use vlan::{RelayCounters, Vlan};
 pub use vm::{Disk, HotplugNic, NicModel, Vm, VmBuilder};
 
 /// Re-exported so tests and tools need no direct dependency on the event crate.

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use crate::dnsmasq::{DhcpConfig, Dnsmasq};
 use crate::http::HttpServer;
 use crate::image::Image;
-use crate::{Result, process, require_root};
+use crate::vlan::{MAX_VLAN_ID, Relay, Vlan};
+use crate::{Error, Result, process, require_root};
 
 /// Where `ip netns` keeps its namespace handles.
 const NETNS_DIR: &str = "/run/netns";
@@ -104,6 +105,7 @@ pub struct Network {
     dnsmasq: Option<Dnsmasq>,
     segment_dnsmasq: Vec<Dnsmasq>,
     http: Option<HttpServer>,
+    vlan_relays: Vec<Relay>,
     namespace: Arc<Namespace>,
 }
 
@@ -154,6 +156,7 @@ impl Network {
             dnsmasq: None,
             segment_dnsmasq: Vec::new(),
             http: None,
+            vlan_relays: Vec::new(),
             namespace,
         })
     }
@@ -210,6 +213,46 @@ impl Network {
         ])?;
         ns.ip(&["link", "set", &bridge, "up"])?;
         Ok(Segment { bridge, host_addr })
+    }
+
+    /// Adds VLAN `id` (1 to 4094) as an untagged segment `br<subnet>` at `10.77.<subnet>.1/24`
+    /// ([`Network::add_segment`]) that reaches `br0` through a user-space 802.1Q relay (see
+    /// [`crate::vlan`]): frames tagged `id` on `br0` arrive on the segment untagged, and frames
+    /// from the segment go out on `br0` tagged. Serve it with
+    /// `start_segment_dnsmasq(segment_dhcp_config(&vlan.segment))`. The relay stops when the
+    /// network is dropped.
+    pub fn add_vlan(&mut self, id: u16, subnet: u8) -> Result<Vlan> {
+        if !(1..=MAX_VLAN_ID).contains(&id) {
+            return Err(Error::Io {
+                what: format!("VLAN {id}"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("a VLAN id is 1 to {MAX_VLAN_ID}"),
+                ),
+            });
+        }
+        let segment = self.add_segment(subnet)?;
+        // Two veth pairs: `trunk<N>-br` is a port of br0 and `access<N>-br` one of br<N>; the
+        // relay reads and writes their peers `trunk<N>` and `access<N>`.
+        let trunk = format!("trunk{subnet}");
+        let access = format!("access{subnet}");
+        let ns = &self.namespace;
+        for (end, bridge) in [(&trunk, "br0"), (&access, segment.bridge.as_str())] {
+            let port = format!("{end}-br");
+            ns.ip(&[
+                "link", "add", "name", end, "type", "veth", "peer", "name", &port,
+            ])?;
+            // No IPv6 link-local addresses: the relay's ends send nothing of their own.
+            for dev in [end.as_str(), &port] {
+                ns.ip(&["link", "set", "dev", dev, "addrgenmode", "none"])?;
+            }
+            ns.ip(&["link", "set", &port, "master", bridge])?;
+            ns.ip(&["link", "set", &port, "up"])?;
+            ns.ip(&["link", "set", end, "up"])?;
+        }
+        let (relay, vlan) = Relay::start(ns, id, &trunk, &access, segment)?;
+        self.vlan_relays.push(relay);
+        Ok(vlan)
     }
 
     /// dnsmasq's default configuration for a segment.
@@ -290,6 +333,17 @@ impl Network {
         self.start_dnsmasq(config)?;
         Ok(())
     }
+}
+
+/// Moves the calling thread into the namespace at `handle` (network namespaces are per thread:
+/// the rest of the process stays where it is), for a thread that opens sockets there.
+pub(crate) fn enter_namespace(handle: &Path) -> Result<()> {
+    let ns =
+        std::fs::File::open(handle).map_err(Error::io(format!("open {}", handle.display())))?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| Error::Io {
+        what: format!("setns into {}", handle.display()),
+        source: e.into(),
+    })
 }
 
 pub(crate) fn set_link(namespace: &Namespace, tap: &str, up: bool) -> Result<()> {

@@ -289,3 +289,43 @@ fn an_active_backup_bond_keeps_connectivity_when_the_active_link_goes_down() -> 
     );
     Ok(())
 }
+
+#[test]
+fn a_vlan_on_a_nic_gets_its_own_lease_from_the_server_on_that_vlan() -> anyhow::Result<()> {
+    let image = test_image()?;
+    let mut network = Network::new()?;
+    // VLAN 10 on br0 is the untagged segment br10 (10.77.10.0/24) behind the harness's
+    // user-space 802.1Q relay; br0 itself has its own server for untagged eth0.
+    let vlan = network.add_vlan(10, 10)?;
+    network.start_dnsmasq(network.dhcp_config())?;
+    network.start_segment_dnsmasq(network.segment_dhcp_config(&vlan.segment))?;
+    let vm = start(&image, "vlan", |b| {
+        b.nic(&network, NicModel::VirtioNet)
+            .cmdline("vlan=vlan10:eth0 ip=vlan10:dhcp")
+    })?;
+    let bound = vm
+        .wait_for_event_matching(
+            "dhcp.bound on vlan10",
+            boot_timeout(),
+            |r| matches!(&r.event, Event::DhcpBound { link, .. } if link == "vlan10"),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}\nVLAN relay: {:?}", vlan.counters()))?;
+    let (_, addr) = address_of(&bound);
+    println!("vlan10 bound {addr}; relay: {:?}", vlan.counters());
+    if addr.octets()[..3] != vlan.segment.host_addr.octets()[..3] {
+        return Err(fail(
+            &vm,
+            format!("vlan10's lease is not from the VLAN's subnet: {bound:?}"),
+        ));
+    }
+    if !reachable(&network, addr, scaled(Duration::from_secs(10))) {
+        return Err(fail(
+            &vm,
+            format!(
+                "{addr} does not answer through the VLAN; relay: {:?}",
+                vlan.counters()
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,12 +1,16 @@
-//! `shoalctl`: the operator's command line. For now it speaks to the local supervisor (run on
-//! the node, as root or an admin); cluster commands come with clusterd.
+//! `shoalctl`: the operator's command line. For now it speaks to the node's own daemons: the
+//! supervisor (as root or an admin) and netd (anyone may read, root or an admin may reload);
+//! cluster commands come with clusterd.
 
-use std::path::PathBuf;
+mod network;
+mod table;
+
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
-use shoal_api::supervisor::{Client, SOCKET, ServiceInfo};
+use shoal_api::supervisor::{ApiError, Client, SOCKET, ServiceInfo};
 
 #[derive(Debug, Parser)]
 #[command(name = "shoalctl", version, about = "Control a Shoal node")]
@@ -20,10 +24,12 @@ enum Command {
     /// Services under the node's supervisor.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// The node's network as netd sees it: links, addresses, routes, leases, DNS.
+    Network(network::NetworkArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum Output {
+pub(crate) enum Output {
     Table,
     Json,
 }
@@ -83,17 +89,35 @@ fn main() {
     }
 }
 
-async fn connect(socket: &std::path::Path) -> Result<Client> {
-    Client::connect(socket).await.with_context(|| {
-        format!(
-            "cannot reach the supervisor at {} (run on the node as root or an admin)",
-            socket.display()
+async fn connect(socket: &Path) -> Result<Client> {
+    Client::connect(socket).await.map_err(|e| {
+        cannot_reach(
+            e,
+            format!(
+                "cannot reach the supervisor at {} (run on the node as root or an admin)",
+                socket.display()
+            ),
         )
     })
 }
 
+/// A failed connection under `context`, which names the socket already: an I/O error is told
+/// without its path again.
+pub(crate) fn cannot_reach(e: ApiError, context: String) -> anyhow::Error {
+    match e {
+        ApiError::Socket { source, .. } => anyhow::Error::new(source).context(context),
+        other => anyhow::Error::new(other).context(context),
+    }
+}
+
 async fn run(cli: Cli) -> Result<()> {
-    let Command::Service(command) = cli.command;
+    match cli.command {
+        Command::Service(command) => service(command).await,
+        Command::Network(args) => network::run(args).await,
+    }
+}
+
+async fn service(command: ServiceCommand) -> Result<()> {
     match command {
         ServiceCommand::List { output, socket } => {
             let services = connect(&socket).await?.list().await?;
@@ -153,14 +177,14 @@ fn json(services: &[ServiceInfo]) -> serde_json::Value {
 }
 
 fn table(services: &[ServiceInfo]) -> String {
-    let mut rows = vec![
+    let mut rows = vec![Vec::from(
         [
             "NAME", "STATE", "PID", "RESTARTS", "UPTIME", "MEMORY", "CPU", "REASON",
         ]
         .map(String::from),
-    ];
+    )];
     for s in services {
-        rows.push([
+        rows.push(vec![
             s.name.clone(),
             s.state.clone(),
             if s.pid > 0 {
@@ -179,19 +203,7 @@ fn table(services: &[ServiceInfo]) -> String {
             s.reason.clone(),
         ]);
     }
-    let widths: Vec<usize> = (0..8)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    rows.iter()
-        .map(|r| {
-            let cells: Vec<String> = r
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            format!("{}\n", cells.join("  ").trim_end())
-        })
-        .collect()
+    table::render(&rows)
 }
 
 #[cfg(test)]

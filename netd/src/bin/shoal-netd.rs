@@ -10,8 +10,9 @@ use shoal_netd::daemon::{self, Paths};
 
 const USAGE: &str = "\
 usage: shoal-netd [--config FILE] [--cmdline FILE] [--run-dir DIR] [--state-dir DIR]
-                  [--sys DIR] [--log-level LEVEL]
-defaults: /etc/shoal/network.toml, /proc/cmdline, /run/shoal, /run/shoal/netd, /sys, info
+                  [--sys DIR] [--api-socket PATH] [--admin-gid GID] [--log-level LEVEL]
+defaults: /etc/shoal/network.toml, /proc/cmdline, /run/shoal, /run/shoal/netd, /sys,
+          /run/shoal/netd.sock, root only, info
 $SHOAL_LOG sets the log level too.
 ";
 
@@ -40,6 +41,14 @@ fn main() -> ExitCode {
             "--run-dir" => paths.run_dir = path,
             "--state-dir" => paths.state_dir = path,
             "--sys" => paths.sys = path,
+            "--api-socket" => paths.api_socket = path,
+            "--admin-gid" => match value.to_string_lossy().parse::<u32>() {
+                Ok(gid) => paths.admin_gid = Some(gid),
+                Err(_) => {
+                    eprintln!("shoal-netd: --admin-gid {value:?}: not a group id\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
             "--log-level" => level = value.to_string_lossy().into_owned(),
             _ => {
                 eprintln!("shoal-netd: unknown option {arg}\n{USAGE}");

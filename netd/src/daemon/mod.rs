@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use shoal_api::network::{self as api, NetworkRequest};
 use shoal_boot_events::{Event as BootEvent, Record};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -43,6 +44,10 @@ pub struct Paths {
     pub run_dir: PathBuf,
     /// Remembered leases, for INIT-REBOOT after a restart.
     pub state_dir: PathBuf,
+    /// The state API's socket (`org.shoal.Network1`).
+    pub api_socket: PathBuf,
+    /// Besides root, this group may reload the configuration through the API.
+    pub admin_gid: Option<u32>,
 }
 
 impl Default for Paths {
@@ -53,6 +58,8 @@ impl Default for Paths {
             sys: PathBuf::from("/sys"),
             run_dir: PathBuf::from("/run/shoal"),
             state_dir: PathBuf::from("/run/shoal/netd"),
+            api_socket: PathBuf::from(shoal_api::network::SOCKET),
+            admin_gid: None,
         }
     }
 }
@@ -177,6 +184,7 @@ pub struct Daemon {
     /// The interface whose lease provides the default route.
     default_owner: Option<String>,
     online_reported: bool,
+    online_timed_out: bool,
     packets: mpsc::UnboundedSender<Packet>,
     seed: u64,
 }
@@ -215,12 +223,25 @@ pub async fn run(paths: Paths) -> anyhow::Result<()> {
         ifaces: BTreeMap::new(),
         default_owner: None,
         online_reported: false,
+        online_timed_out: false,
         packets: tx,
         seed: random_seed(),
     };
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // The state API: requests come into this loop, so answers see one consistent state.
+    let (api_tx, mut api_rx) = mpsc::channel::<NetworkRequest>(16);
+    match api::bind(&daemon.paths.api_socket) {
+        Ok(listener) => {
+            let access = api::Access {
+                admin_gid: daemon.paths.admin_gid,
+            };
+            tokio::spawn(api::serve(listener, access, api_tx));
+        }
+        // Without its API netd still does its job; the error says why shoalctl cannot reach it.
+        Err(e) => tracing::error!("network API: {e}; netd runs on without it"),
+    }
     daemon.refresh().await;
     loop {
         let deadline = daemon.next_deadline();
@@ -235,6 +256,14 @@ pub async fn run(paths: Paths) -> anyhow::Result<()> {
             },
             Some(packet) = packets.recv() => daemon.on_packet(packet).await,
             () = sleep_until(deadline) => daemon.on_timers().await,
+            Some(request) = api_rx.recv() => match request {
+                NetworkRequest::Status(reply) => {
+                    let _ = reply.send(daemon.status().await);
+                }
+                NetworkRequest::Reload(reply) => {
+                    let _ = reply.send(daemon.reload().await);
+                }
+            },
             _ = sighup.recv() => {
                 daemon.reload().await;
             }
@@ -822,7 +851,8 @@ impl Daemon {
         }
     }
 
-    fn write_resolver(&self) {
+    /// DNS servers, search domains and NTP servers in force.
+    fn resolver_state(&self) -> (Vec<IpAddr>, Vec<String>, Vec<String>) {
         let leases: Vec<&Lease> = self
             .ifaces
             .values()
@@ -844,10 +874,6 @@ impl Daemon {
             use_leases: self.config.dns.from_dhcp,
         };
         let (servers, search) = resolve(&sources);
-        let resolv = self.paths.run_dir.join("resolv.conf");
-        if let Err(e) = write_if_changed(&resolv, &render_resolv_conf(&servers, &search)) {
-            tracing::error!("cannot write {}: {e}", resolv.display());
-        }
         let ntp = ntp_servers(
             &self.config.ntp.servers,
             &leases
@@ -856,6 +882,15 @@ impl Daemon {
                 .collect::<Vec<_>>(),
             self.config.ntp.from_dhcp,
         );
+        (servers, search, ntp)
+    }
+
+    fn write_resolver(&self) {
+        let (servers, search, ntp) = self.resolver_state();
+        let resolv = self.paths.run_dir.join("resolv.conf");
+        if let Err(e) = write_if_changed(&resolv, &render_resolv_conf(&servers, &search)) {
+            tracing::error!("cannot write {}: {e}", resolv.display());
+        }
         let ntp_path = self.paths.run_dir.join("ntp-servers");
         let mut text = ntp.join("\n");
         if !text.is_empty() {
@@ -890,6 +925,7 @@ impl Daemon {
 
     fn report_online(&mut self, timed_out: bool, links: Vec<String>) {
         self.online_reported = true;
+        self.online_timed_out = timed_out;
         if timed_out {
             tracing::warn!(
                 "not online after {:?}; reporting ready anyway so that boot goes on",
@@ -902,6 +938,86 @@ impl Daemon {
             links,
         });
         socket::notify("READY=1\nSTATUS=online");
+    }
+
+    /// What the state API shows: links with their addresses and leases, routes, resolvers.
+    async fn status(&self) -> api::NetworkStatus {
+        let addresses = self.nl.addresses().await.unwrap_or_else(|e| {
+            tracing::warn!("{e}");
+            Vec::new()
+        });
+        let routes = self.nl.routes().await.unwrap_or_else(|e| {
+            tracing::warn!("{e}");
+            Vec::new()
+        });
+        let now = Instant::now();
+        let name_of = |index: u32| {
+            self.links
+                .get(&index)
+                .map(|l| l.name.clone())
+                .unwrap_or_default()
+        };
+        let links = self
+            .links
+            .values()
+            .map(|link| {
+                let device = self.devices.get(&link.index).cloned().unwrap_or_default();
+                let iface = self.ifaces.get(&link.name);
+                let dhcp = iface
+                    .and_then(|i| i.dhcp.as_ref())
+                    .map(|d| lease_status(&d.client, now))
+                    .into_iter()
+                    .collect();
+                api::LinkStatus {
+                    name: link.name.clone(),
+                    index: link.index,
+                    mac: link
+                        .mac
+                        .map(|m| crate::config::Mac(m).to_string())
+                        .unwrap_or_default(),
+                    kind: link.kind.clone().unwrap_or_default(),
+                    driver: device.driver.unwrap_or_default(),
+                    bus_path: device.bus_path.unwrap_or_default(),
+                    up: link.up,
+                    carrier: link.carrier,
+                    mtu: link.mtu,
+                    master: link.master.map(name_of).unwrap_or_default(),
+                    managed: iface.is_some(),
+                    addresses: addresses
+                        .iter()
+                        .filter(|a| a.index == link.index)
+                        .map(|a| format!("{}/{}", a.address, a.prefix_len))
+                        .collect(),
+                    dhcp,
+                }
+            })
+            .collect();
+        let routes = routes
+            .iter()
+            .map(|r| api::RouteStatus {
+                destination: format!("{}/{}", r.destination, r.prefix_len),
+                gateway: r.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                link: r.index.map(name_of).unwrap_or_default(),
+                metric: r.metric,
+                protocol: r.protocol.clone(),
+            })
+            .collect();
+        let (servers, search, ntp) = self.resolver_state();
+        let mut sources = self.loaded.sources.clone();
+        if sources.is_empty() {
+            sources.push("defaults".into());
+        }
+        api::NetworkStatus {
+            online: self.online_reported,
+            online_timed_out: self.online_timed_out,
+            links,
+            routes,
+            dns_servers: servers.iter().map(ToString::to_string).collect(),
+            dns_search: search,
+            ntp_servers: ntp,
+            config_sources: sources,
+            config_errors: self.loaded.errors.clone(),
+        }
     }
 
     /// Gives every lease back.
@@ -972,6 +1088,32 @@ async fn remove_static(nl: &Netlink, iface: &Iface) {
     }
 }
 
+/// A DHCP client's state for the API.
+fn lease_status(client: &Client, now: Instant) -> api::LeaseStatus {
+    let until = |t: Option<Instant>| {
+        t.map_or(u32::MAX, |t| {
+            u32::try_from(t.saturating_duration_since(now).as_secs()).unwrap_or(u32::MAX)
+        })
+    };
+    let mut status = api::LeaseStatus {
+        state: client.state().name().to_string(),
+        ..Default::default()
+    };
+    if let Some(lease) = client.lease() {
+        status.address = format!("{}/{}", lease.address, lease.prefix_len);
+        status.server = lease.server.to_string();
+        status.gateway = lease.gateway().map(|g| g.to_string()).unwrap_or_default();
+        status.lease_s = lease.lease_time;
+        status.remaining_s = lease.remaining(now);
+        status.renew_in_s = until(lease.renew_at());
+        status.rebind_in_s = until(lease.rebind_at());
+        status.dns = lease.dns_servers.iter().map(ToString::to_string).collect();
+        status.domain_search = lease.domain_search.clone();
+        status.ntp = lease.ntp_servers.iter().map(ToString::to_string).collect();
+    }
+    status
+}
+
 /// Where the lease of the link with this MAC is remembered.
 fn lease_file(state_dir: &Path, mac: [u8; 6]) -> PathBuf {
     let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
@@ -1020,5 +1162,7 @@ pub fn paths_under(root: &Path) -> Paths {
         sys: PathBuf::from("/sys"),
         run_dir: root.join("run/shoal"),
         state_dir: root.join("run/shoal/netd"),
+        api_socket: root.join("run/shoal/netd.sock"),
+        admin_gid: None,
     }
 }

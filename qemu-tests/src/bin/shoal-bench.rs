@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use serde::Serialize;
-use shoal_qemu_tests::floor::{FLOOR_LINE, build_floor_initramfs};
 use shoal_qemu_tests::events::Event;
+use shoal_qemu_tests::floor::{FLOOR_LINE, build_floor_initramfs};
 use shoal_qemu_tests::stats::{event_label, median};
 use shoal_qemu_tests::{Accel, Image, Network, NicModel, Vm, init_logging, require_root, scaled};
 
@@ -216,7 +216,9 @@ impl Bench<'_> {
                             .or_insert(event.at.as_secs_f64());
                         // netd's own clock: from its start to the first lease applied.
                         if let Event::DhcpBound { ms, .. } = &event.record.event {
-                            timings.entry(NETD_LEASE_LABEL.to_string()).or_insert(ms / 1000.0);
+                            timings
+                                .entry(NETD_LEASE_LABEL.to_string())
+                                .or_insert(ms / 1000.0);
                         }
                     }
                 }
