@@ -242,7 +242,12 @@ async fn serve_peer(
         .await?;
     let emitter = SignalEmitter::new(&connection, OBJECT_PATH)?;
     loop {
-        match changes.recv().await {
+        // A peer that hangs up frees its task at once, not at the next state change.
+        let received = tokio::select! {
+            received = changes.recv() => received,
+            () = connection.closed() => return Ok(()),
+        };
+        match received {
             Ok(change) => {
                 if Interface::state_changed(&emitter, change).await.is_err() {
                     return Ok(()); // the peer went away
