@@ -243,6 +243,7 @@ pub async fn run(paths: Paths) -> anyhow::Result<()> {
         Err(e) => tracing::error!("network API: {e}; netd runs on without it"),
     }
     daemon.refresh().await;
+    tracing::debug!("links configured {:?} after start", started.elapsed());
     loop {
         let deadline = daemon.next_deadline();
         tokio::select! {
@@ -282,19 +283,21 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// A seed for transaction ids and jitter. They need variety between nodes, not secrecy, and
+/// must not wait: early in boot the kernel's CRNG is often not ready yet, and reading
+/// `/dev/urandom` then stalls for a second under TCG while the kernel gathers entropy.
+/// `GRND_INSECURE` never blocks; the time and PID make two nodes differ even if it fails.
 fn random_seed() -> u64 {
     let mut bytes = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .is_err()
-    {
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        return nanos ^ u64::from(std::process::id());
-    }
-    u64::from_le_bytes(bytes)
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer we own; with
+    // GRND_INSECURE it never blocks.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_INSECURE) };
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let random = if n == 8 { u64::from_le_bytes(bytes) } else { 0 };
+    random ^ nanos ^ u64::from(std::process::id()).rotate_left(32)
 }
 
 fn ms_since(t: Instant) -> f64 {
@@ -524,6 +527,12 @@ impl Daemon {
             let Some(mac) = link.mac else {
                 continue;
             };
+            tracing::debug!(
+                "{name}: up {} carrier {} dhcp {}",
+                link.up,
+                link.carrier,
+                managed.dhcp
+            );
             let running = iface
                 .dhcp
                 .as_ref()
@@ -586,10 +595,14 @@ impl Daemon {
                 }
             }
         });
+        // Each link its own sequence; the MAC keeps identical VMs booted together apart.
+        let mut mac_bits = [0u8; 8];
+        mac_bits[..6].copy_from_slice(&mac);
         self.seed = self
             .seed
             .wrapping_mul(6364136223846793005)
-            .wrapping_add(u64::from(index));
+            .wrapping_add(u64::from(index))
+            ^ u64::from_le_bytes(mac_bits);
         let hostname = nix::unistd::gethostname()
             .ok()
             .and_then(|h| h.into_string().ok())
