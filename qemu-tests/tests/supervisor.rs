@@ -296,8 +296,8 @@ fn services_are_restarted_confined_and_ordered() -> anyhow::Result<()> {
     // The footprint (issue 3 asks for it): a oneshot reports VmRSS once the others are up.
     let rss = vm.wait_for_test_report("rss", step_timeout())?;
     eprintln!(
-        "footprint: PID 1 {} KiB, supervisor {} KiB, all {} processes {} KiB",
-        rss["pid1_kib"], rss["supervisor_kib"], rss["processes"], rss["total_kib"]
+        "footprint: PID 1 {} KiB, supervisor {} KiB, netd {} KiB, all {} processes {} KiB",
+        rss["pid1_kib"], rss["supervisor_kib"], rss["netd_kib"], rss["processes"], rss["total_kib"]
     );
     checks.check(
         rss["pid1_kib"].as_u64().is_some_and(|k| k > 0)

@@ -11,8 +11,8 @@
 //! shoal-test-service caps              report its capability sets and ids, then like sleep
 //! shoal-test-service ignore-term       ignore SIGTERM and sleep for ever
 //! shoal-test-service sleep             sleep until SIGTERM, then exit 0
-//! shoal-test-service rss               report the resident memory of PID 1, the supervisor and
-//!                                      all userspace processes (VmRSS), then exit 0
+//! shoal-test-service rss               report the resident memory of PID 1, the supervisor,
+//!                                      netd and all userspace processes (VmRSS), then exit 0
 //! shoal-test-service netinfo           report /etc/resolv.conf, /run/shoal/ntp-servers, the
 //!                                      IPv4 routes (/proc/net/route) and the hostname, exit 0
 //! ```
@@ -78,7 +78,8 @@ fn usage(problem: &str) -> i32 {
 /// every userspace process (kernel threads have none), ourselves excluded.
 fn rss() -> i32 {
     let me = std::process::id();
-    let (mut pid1, mut supervisor, mut total, mut processes) = (0u64, 0u64, 0u64, 0u32);
+    let (mut pid1, mut supervisor, mut netd, mut total, mut processes) =
+        (0u64, 0u64, 0u64, 0u64, 0u32);
     let entries = std::fs::read_dir("/proc")
         .map(|d| d.flatten().collect::<Vec<_>>())
         .unwrap_or_default();
@@ -112,12 +113,14 @@ fn rss() -> i32 {
         if pid == 1 {
             pid1 = kib;
         }
-        if field("Name:") == Some("shoal-superviso") {
-            supervisor = kib;
+        match field("Name:") {
+            Some("shoal-superviso") => supervisor = kib,
+            Some("shoal-netd") => netd = kib,
+            _ => {}
         }
     }
     println!(
-        "{TEST_PREFIX}{{\"test\":\"rss\",\"pid1_kib\":{pid1},\"supervisor_kib\":{supervisor},\"total_kib\":{total},\"processes\":{processes}}}"
+        "{TEST_PREFIX}{{\"test\":\"rss\",\"pid1_kib\":{pid1},\"supervisor_kib\":{supervisor},\"netd_kib\":{netd},\"total_kib\":{total},\"processes\":{processes}}}"
     );
     0
 }
