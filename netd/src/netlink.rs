@@ -605,6 +605,46 @@ pub fn sys_root() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtnetlink::packet_core::NetlinkHeader;
+
+    #[test]
+    fn an_overrun_asks_for_a_full_reread_and_link_messages_become_links() {
+        let overrun =
+            NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::Overrun(vec![]));
+        assert_eq!(event_from(overrun), Some(Event::Overrun));
+
+        let mut m = LinkMessage::default();
+        m.header.index = 3;
+        m.header.flags = LinkFlags::Up | LinkFlags::LowerUp;
+        m.attributes = vec![
+            LinkAttribute::IfName("eth1".into()),
+            LinkAttribute::Address(vec![0x52, 0x54, 0, 0, 0, 7]),
+            LinkAttribute::PermAddress(vec![0x52, 0x54, 0, 0, 0, 8]),
+            LinkAttribute::Mtu(9000),
+            LinkAttribute::Controller(5),
+        ];
+        let new = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m.clone())),
+        );
+        let Some(Event::Link(link)) = event_from(new) else {
+            panic!("not a link event")
+        };
+        assert_eq!(link.name, "eth1");
+        assert!(link.up && link.carrier && !link.loopback);
+        assert_eq!(link.mtu, 9000);
+        assert_eq!(link.master, Some(5));
+        assert_eq!(
+            link.identity_mac(),
+            Some([0x52, 0x54, 0, 0, 0, 8]),
+            "the permanent MAC"
+        );
+        let del = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)),
+        );
+        assert_eq!(event_from(del), Some(Event::LinkRemoved(3)));
+    }
 
     #[test]
     fn device_info_reads_driver_and_bus_path_from_a_fixture_tree() {

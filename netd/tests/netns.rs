@@ -83,6 +83,11 @@ impl Pair {
 
     /// dnsmasq on srv0: 2-minute leases (its minimum) renewed after 3 s, rebound after 5 s.
     fn start_dnsmasq(&mut self) {
+        self.start_dnsmasq_with(&[]);
+    }
+
+    /// The same with extra dnsmasq arguments.
+    fn start_dnsmasq_with(&mut self, extra: &[String]) {
         let log = self.dir.path().join("dnsmasq.log");
         let leases = self.dir.path().join("dnsmasq.leases");
         let child = Command::new("ip")
@@ -108,6 +113,7 @@ impl Pair {
                 "--dhcp-option=58,3",
                 "--dhcp-option=59,5",
             ])
+            .args(extra)
             .arg(format!("--log-facility={}", log.display()))
             .arg(format!("--dhcp-leasefile={}", leases.display()))
             .stdout(Stdio::null())
@@ -118,6 +124,15 @@ impl Pair {
         wait_for(Duration::from_secs(10), || {
             std::fs::read_to_string(&log).is_ok_and(|l| l.contains("DHCP, IP range"))
         });
+    }
+
+    fn cli0_mac(&self) -> String {
+        let link = self.cli_ip(&["-o", "link", "show", "dev", "cli0"]);
+        link.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap()
+            .to_string()
     }
 
     fn dnsmasq_log(&self) -> String {
@@ -603,13 +618,7 @@ fn a_link_matched_by_mac_is_renamed_before_it_is_configured() {
     }
     let mut pair = Pair::new();
     pair.start_dnsmasq();
-    let link = pair.cli_ip(&["-o", "link", "show", "dev", "cli0"]);
-    let mac = link
-        .split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let mac = pair.cli0_mac();
     let netd = pair.netd(
         &format!("[[links]]\nmatch = {{ mac = \"{mac}\" }}\nname = \"lan0\"\n"),
         "",
@@ -625,4 +634,93 @@ fn a_link_matched_by_mac_is_renamed_before_it_is_configured() {
         "{}",
         netd.output()
     );
+}
+
+#[test]
+fn a_lease_names_the_node_unless_its_hostname_was_chosen() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for network namespaces");
+        return;
+    }
+    let mut pair = Pair::new();
+    let mac = pair.cli0_mac();
+    pair.start_dnsmasq_with(&[format!("--dhcp-host={mac},leased7")]);
+    let netd = pair.netd(MANAGE_CLI0, "");
+    netd.event("dhcp.bound", 0, Duration::from_secs(15));
+    let Event::Hostname { hostname, source } = netd.event("hostname", 0, Duration::from_secs(2))
+    else {
+        unreachable!()
+    };
+    assert_eq!((hostname.as_str(), source.as_str()), ("leased7", "dhcp"));
+    let file = std::fs::read_to_string(pair.root().join("run/shoal/hostname")).unwrap();
+    assert_eq!(file, "leased7\n");
+    drop(netd);
+
+    // Chosen on the kernel command line: the lease's name is not applied.
+    let netd = pair.netd(MANAGE_CLI0, "shoal.hostname=chosen");
+    netd.event("dhcp.bound", 0, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !netd.output().contains("\"event\":\"hostname\""),
+        "{}",
+        netd.output()
+    );
+}
+
+#[test]
+fn a_bridge_is_created_with_its_port_and_gets_the_lease() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for network namespaces");
+        return;
+    }
+    let mut pair = Pair::new();
+    pair.start_dnsmasq();
+    let netd = pair.netd(
+        "[[links]]\nmatch = { name = \"cli0\" }\n[[bridges]]\nname = \"br7\"\nlinks = [\"cli0\"]\n",
+        "",
+    );
+    let Event::DhcpBound { link, address, .. } =
+        netd.event("dhcp.bound", 0, Duration::from_secs(15))
+    else {
+        unreachable!()
+    };
+    assert_eq!(link, "br7");
+    let port = pair.cli_ip(&["-o", "link", "show", "dev", "cli0"]);
+    assert!(port.contains("master br7"), "{port}");
+    let on_port = pair.cli_ip(&["-4", "-o", "addr", "show", "dev", "cli0"]);
+    assert!(
+        on_port.trim().is_empty(),
+        "a port carries no address: {on_port}"
+    );
+    let on_bridge = pair.cli_ip(&["-4", "-o", "addr", "show", "dev", "br7"]);
+    assert!(on_bridge.contains(&address), "{on_bridge}");
+}
+
+#[test]
+fn without_a_server_the_node_reports_online_when_the_wait_runs_out() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for network namespaces");
+        return;
+    }
+    let pair = Pair::new();
+    let netd = pair.netd(
+        &format!("online = {{ timeout = \"1s\" }}\n{MANAGE_CLI0}"),
+        "",
+    );
+    let Event::NetworkOnline {
+        timed_out,
+        links,
+        ms,
+        ..
+    } = netd.event("network.online", 0, Duration::from_secs(5))
+    else {
+        unreachable!()
+    };
+    assert!(timed_out && links.is_empty(), "{links:?}");
+    assert!((1000.0..2500.0).contains(&ms), "{ms}");
+    wait_for(Duration::from_secs(2), || {
+        netd.notifications().iter().any(|n| n.contains("READY=1"))
+    });
+    // DHCP goes on in the background.
+    assert!(netd.output().contains("DHCP started"), "{}", netd.output());
 }

@@ -270,6 +270,23 @@ impl Network {
         Ok(&self.segment_dnsmasq[self.segment_dnsmasq.len() - 1])
     }
 
+    /// Whether `addr` answers one IPv6 ping from the namespace within `timeout_s` seconds.
+    pub fn ping6(&self, addr: std::net::Ipv6Addr, timeout_s: u32) -> bool {
+        self.command("ping")
+            .args([
+                "-6",
+                "-c",
+                "1",
+                "-W",
+                &timeout_s.to_string(),
+                &addr.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     /// Stops dnsmasq (the DHCP server goes away).
     pub fn stop_dnsmasq(&mut self) {
         self.dnsmasq = None;

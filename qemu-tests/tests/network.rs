@@ -54,12 +54,16 @@ fn a_lease_brings_address_route_and_dns_and_is_renewed_then_expires_without_a_se
             "6,10.77.0.53".into(),
             "15,shoal.test".into(),
             "42,10.77.0.123".into(),
+            "26,1400".into(),
             "58,5".into(),
             "59,10".into(),
         ],
         ..network.dhcp_config()
     })?;
-    let vm = start(&image, "lease", |b| b.nic(&network, NicModel::VirtioNet))?;
+    let mac = "52:54:00:77:4e:01";
+    let vm = start(&image, "lease", |b| {
+        b.nic_with_mac(&network, NicModel::VirtioNet, mac)
+    })?;
 
     let bound = vm.wait_for_event("dhcp.bound", boot_timeout())?;
     let (link, addr) = address_of(&bound);
@@ -104,6 +108,21 @@ fn a_lease_brings_address_route_and_dns_and_is_renewed_then_expires_without_a_se
     }
     if info["ntp_servers"] != "10.77.0.123\n" {
         return Err(fail(&vm, format!("NTP servers on the node: {info}")));
+    }
+    if info["mtu"]["eth0"] != 1400 {
+        return Err(fail(
+            &vm,
+            format!("the lease's MTU (option 26) is not applied: {info}"),
+        ));
+    }
+    // IPv6 router advertisements are accepted: the node has its SLAAC address from the
+    // harness's fd77::/64 (EUI-64 from the MAC) and answers on it.
+    let slaac: std::net::Ipv6Addr = "fd77::5054:ff:fe77:4e01".parse()?;
+    let deadline = Instant::now() + scaled(Duration::from_secs(15));
+    while !network.ping6(slaac, 1) {
+        if Instant::now() >= deadline {
+            return Err(fail(&vm, format!("{slaac} (SLAAC) does not answer")));
+        }
     }
     let routes: Vec<&str> = info["routes"]
         .as_array()

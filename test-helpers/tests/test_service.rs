@@ -309,7 +309,10 @@ fn rss_reports_pid1_and_a_total() {
     assert!(pid1 > 0 && total > pid1, "{report}");
     assert!(report["processes"].as_u64().unwrap() > 1, "{report}");
     // No supervisor or netd on the host: reported as 0, present in the report.
-    assert!(report["supervisor_kib"].is_u64() && report["netd_kib"].is_u64(), "{report}");
+    assert!(
+        report["supervisor_kib"].is_u64() && report["netd_kib"].is_u64(),
+        "{report}"
+    );
 }
 
 #[test]
@@ -348,5 +351,6 @@ fn netinfo_reports_resolver_routes_and_hostname() {
     let r = report(&text, "netinfo");
     assert!(r["resolv_conf"].is_string(), "{r}");
     assert!(r["routes"].is_array(), "{r}");
+    assert!(r["mtu"]["lo"].is_u64(), "{r}");
     assert!(!r["hostname"].as_str().unwrap().is_empty(), "{r}");
 }

@@ -75,6 +75,8 @@ pub struct Loaded {
     /// The merged configuration; when the file had errors, the defaults stand in for it.
     pub config: NetworkConfig,
     pub hostname: Option<String>,
+    /// The hostname was chosen on purpose (`shoal.hostname=` or `ip=`): leases do not change it.
+    pub hostname_pinned: bool,
     pub sources: Vec<String>,
     /// Empty when every source was valid.
     pub errors: Vec<String>,
@@ -132,9 +134,14 @@ pub fn load_config(paths: &Paths) -> Loaded {
         sources: sources.clone(),
         errors: errors.clone(),
     });
+    let hostname_pinned = hostname.is_some()
+        || cmdline_text
+            .split_whitespace()
+            .any(|w| w.starts_with("shoal.hostname="));
     Loaded {
         config,
         hostname,
+        hostname_pinned,
         sources,
         errors,
     }
@@ -202,13 +209,7 @@ pub async fn run(paths: Paths) -> anyhow::Result<()> {
     let started = Instant::now();
     let loaded = load_config(&paths);
     if let Some(hostname) = loaded.hostname.clone() {
-        match nix::unistd::sethostname(&hostname) {
-            Ok(()) => emit(BootEvent::Hostname {
-                hostname,
-                source: "ip=".into(),
-            }),
-            Err(e) => tracing::warn!("cannot set the hostname {hostname}: {e}"),
-        }
+        set_hostname(&paths.run_dir, &hostname, "ip=");
     }
     let (nl, mut messages) = Netlink::connect()?;
     let (tx, mut packets) = mpsc::unbounded_channel();
@@ -716,6 +717,12 @@ impl Daemon {
                 }
                 Action::Bound(lease) => {
                     self.apply_lease(name, &lease).await;
+                    if let Some(hostname) = &lease.host_name
+                        && !self.loaded.hostname_pinned
+                        && crate::config::is_domain(hostname)
+                    {
+                        set_hostname(&self.paths.run_dir, hostname, "dhcp");
+                    }
                     emit(BootEvent::DhcpBound {
                         link: name.to_string(),
                         address: format!("{}/{}", lease.address, lease.prefix_len),
@@ -1099,6 +1106,25 @@ async fn remove_static(nl: &Netlink, iface: &Iface) {
             tracing::warn!("{}: {e}", iface.name);
         }
     }
+}
+
+/// Sets the kernel's hostname and `<run_dir>/hostname` (where `/etc/hostname` points).
+fn set_hostname(run_dir: &Path, hostname: &str, source: &str) {
+    let current = nix::unistd::gethostname().ok();
+    if current.as_deref().and_then(|h| h.to_str()) == Some(hostname) {
+        return;
+    }
+    if let Err(e) = nix::unistd::sethostname(hostname) {
+        tracing::warn!("cannot set the hostname {hostname}: {e}");
+        return;
+    }
+    if let Err(e) = write_if_changed(&run_dir.join("hostname"), &format!("{hostname}\n")) {
+        tracing::warn!("cannot write {}: {e}", run_dir.join("hostname").display());
+    }
+    emit(BootEvent::Hostname {
+        hostname: hostname.to_string(),
+        source: source.to_string(),
+    });
 }
 
 /// A DHCP client's state for the API.

@@ -14,7 +14,8 @@
 //! shoal-test-service rss               report the resident memory of PID 1, the supervisor,
 //!                                      netd and all userspace processes (VmRSS), then exit 0
 //! shoal-test-service netinfo           report /etc/resolv.conf, /run/shoal/ntp-servers, the
-//!                                      IPv4 routes (/proc/net/route) and the hostname, exit 0
+//!                                      IPv4 routes (/proc/net/route), every link's MTU and the
+//!                                      hostname, then exit 0
 //! ```
 //!
 //! Output goes to stdout (the supervisor echoes it on the console as `[name] line`); reports
@@ -158,10 +159,27 @@ fn netinfo() -> i32 {
         .map(|r| json_string(r))
         .collect::<Vec<_>>()
         .join(",");
+    // Every link's MTU, from sysfs.
+    let mut mtus: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|d| d.flatten().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let mtu = std::fs::read_to_string(entry.path().join("mtu")).ok()?;
+            Some(format!(
+                "{}:{}",
+                json_string(&name),
+                mtu.trim().parse::<u32>().ok()?
+            ))
+        })
+        .collect();
+    mtus.sort();
     println!(
-        "{TEST_PREFIX}{{\"test\":\"netinfo\",\"resolv_conf\":{},\"ntp_servers\":{},\"routes\":[{routes}],\"hostname\":{}}}",
+        "{TEST_PREFIX}{{\"test\":\"netinfo\",\"resolv_conf\":{},\"ntp_servers\":{},\"routes\":[{routes}],\"mtu\":{{{}}},\"hostname\":{}}}",
         json_string(&read("/etc/resolv.conf")),
         json_string(&read("/run/shoal/ntp-servers")),
+        mtus.join(","),
         json_string(read("/proc/sys/kernel/hostname").trim()),
     );
     0
