@@ -14,7 +14,8 @@
 //! | `daemon` | the event loop tying it together (I/O) |
 
 pub mod cmdline;
-pub mod config;
+/// The `[network]` schema lives with the rest of the machine configuration.
+pub use shoal_config::network as config;
 pub mod daemon;
 pub mod dhcp;
 pub mod merge;

@@ -154,7 +154,11 @@ impl Pair {
         let root = self.root();
         std::fs::create_dir_all(root.join("etc/shoal")).unwrap();
         std::fs::create_dir_all(root.join("proc")).unwrap();
-        std::fs::write(root.join("etc/shoal/network.toml"), config).unwrap();
+        std::fs::write(
+            root.join("etc/shoal/config.toml"),
+            as_machine_config(config),
+        )
+        .unwrap();
         std::fs::write(root.join("proc/cmdline"), cmdline).unwrap();
         let notify_path = self
             .dir
@@ -168,7 +172,7 @@ impl Pair {
             .args(["--uts", "--", "ip", "netns", "exec", &self.cli])
             .arg(env!("CARGO_BIN_EXE_shoal-netd"))
             .arg("--config")
-            .arg(root.join("etc/shoal/network.toml"))
+            .arg(root.join("etc/shoal/config.toml"))
             .arg("--cmdline")
             .arg(root.join("proc/cmdline"))
             .arg("--run-dir")
@@ -335,6 +339,15 @@ fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out after {timeout:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The tests write netd's section; the file netd reads is a whole machine configuration.
+fn as_machine_config(network: &str) -> String {
+    let mut text = network.to_string();
+    for kind in ["links", "vlans", "bonds", "bridges"] {
+        text = text.replace(&format!("[[{kind}]]"), &format!("[[network.{kind}]]"));
+    }
+    format!("[network]\n{text}")
 }
 
 const MANAGE_CLI0: &str = "[[links]]\nmatch = { name = \"cli0\" }\n";
@@ -541,7 +554,7 @@ fn a_bad_configuration_is_reported_and_the_defaults_keep_the_node_reachable() {
     assert_eq!(sources.len(), 2, "{sources:?}");
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
-        errors[0].contains("network.toml: line 4, column 1: unknown field `addreses`"),
+        errors[0].contains("config.toml: line 5, column 1: unknown field `addreses`"),
         "{errors:?}"
     );
     netd.event("dhcp.bound", 0, Duration::from_secs(15));
@@ -565,8 +578,8 @@ fn reload_applies_a_new_configuration_and_keeps_the_last_good_one_on_errors() {
     assert!(addresses().contains("inet 10.99.0.7/24"), "{}", addresses());
 
     // A new address: the old one and its route go, the new one comes.
-    let file = pair.root().join("etc/shoal/network.toml");
-    std::fs::write(&file, config("10.99.0.8/24")).unwrap();
+    let file = pair.root().join("etc/shoal/config.toml");
+    std::fs::write(&file, as_machine_config(&config("10.99.0.8/24"))).unwrap();
     netd.hangup();
     let Event::NetworkStatic { addresses: new, .. } =
         netd.event("network.static", 1, Duration::from_secs(10))
@@ -587,14 +600,14 @@ fn reload_applies_a_new_configuration_and_keeps_the_last_good_one_on_errors() {
     // A broken file, reloaded through the API: rejected with its position, nothing changes.
     std::fs::write(
         &file,
-        "[[links]]\nmatch = { name = \"cli0\" }\naddresses = [\"10.99.0.9\"]\n",
+        as_machine_config("[[links]]\nmatch = { name = \"cli0\" }\naddresses = [\"10.99.0.9\"]\n"),
     )
     .unwrap();
     let errors = api_reload(&pair);
     let status = api_status(&pair);
     assert_eq!(status.config_errors, errors);
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].contains("line 3, column 14"), "{errors:?}");
+    assert!(errors[0].contains("line 4, column 14"), "{errors:?}");
     assert!(errors[0].contains("needs a prefix length"), "{errors:?}");
     std::thread::sleep(Duration::from_millis(300));
     assert!(addresses().contains("inet 10.99.0.8/24"), "{}", addresses());

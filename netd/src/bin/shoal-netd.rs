@@ -1,4 +1,5 @@
-//! `shoal-netd`: the network daemon. The supervisor runs it (`type = "notify"`): it reports
+//! `shoal-netd`: the network daemon. `--config` is the node's resolved machine configuration
+//! (its `[network]` section is netd's). The supervisor runs it (`type = "notify"`): it reports
 //! ready once the node is online, or after the configured timeout.
 //!
 //! Exit codes: 0 after SIGTERM (leases released), 1 when it cannot run, 2 for a bad command line.
@@ -11,7 +12,7 @@ use shoal_netd::daemon::{self, Paths};
 const USAGE: &str = "\
 usage: shoal-netd [--config FILE] [--cmdline FILE] [--run-dir DIR] [--state-dir DIR]
                   [--sys DIR] [--api-socket PATH] [--admin-gid GID] [--log-level LEVEL]
-defaults: /etc/shoal/network.toml, /proc/cmdline, /run/shoal, /run/shoal/netd, /sys,
+defaults: /run/shoal/config.toml, /proc/cmdline, /run/shoal, /run/shoal/netd, /sys,
           /run/shoal/netd.sock, root only, info
 $SHOAL_LOG, else shoal.log= on the kernel command line, sets the log level too.
 ";

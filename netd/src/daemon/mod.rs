@@ -53,7 +53,7 @@ pub struct Paths {
 impl Default for Paths {
     fn default() -> Self {
         Paths {
-            config: PathBuf::from("/etc/shoal/network.toml"),
+            config: PathBuf::from(shoal_config::NODE_CONFIG),
             cmdline: PathBuf::from("/proc/cmdline"),
             sys: PathBuf::from("/sys"),
             run_dir: PathBuf::from("/run/shoal"),
@@ -91,8 +91,13 @@ pub fn load_config(paths: &Paths) -> Loaded {
     let file = match std::fs::read_to_string(&paths.config) {
         Ok(text) => {
             sources.push(paths.config.display().to_string());
-            match NetworkConfig::parse(&paths.config.display().to_string(), &text) {
-                Ok(c) => c,
+            // The node's resolved machine configuration: netd takes its [network] section.
+            match shoal_config::MachineConfig::parse(
+                &paths.config.display().to_string(),
+                &text,
+                None,
+            ) {
+                Ok(c) => c.network,
                 Err(es) => {
                     errors.extend(es.iter().map(ToString::to_string));
                     NetworkConfig::default()
@@ -1196,7 +1201,7 @@ async fn apply_static(nl: &Netlink, iface: &Iface, default_owner: &mut Option<St
 /// Where the daemon's files are, for tests that run it against a fixture tree.
 pub fn paths_under(root: &Path) -> Paths {
     Paths {
-        config: root.join("etc/shoal/network.toml"),
+        config: root.join("run/shoal/config.toml"),
         cmdline: root.join("proc/cmdline"),
         sys: PathBuf::from("/sys"),
         run_dir: root.join("run/shoal"),

@@ -1,4 +1,4 @@
-//! netd's configuration: the `[network]` part of a machine's configuration, as TOML.
+//! The `[network]` section of the machine configuration: what netd accepts, as TOML.
 //!
 //! ```toml
 //! naming = "mac"                 # kernel (eth0), mac (enx525400123456) or path (enp0s3)
@@ -740,7 +740,7 @@ pub fn is_domain(name: &str) -> bool {
 /// the others flatten [`Addressing`] in), it can only point at the table; then an unknown key is
 /// the first line from there that starts with it, and a bad value is the first quoted value the
 /// message names that appears, quoted, from there on.
-fn error_offset(text: &str, from: usize, message: &str) -> Option<usize> {
+pub(crate) fn error_offset(text: &str, from: usize, message: &str) -> Option<usize> {
     let line_start = text.get(..from)?.rfind('\n').map_or(0, |i| i + 1);
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let key = rest.split('`').next()?;
@@ -765,7 +765,7 @@ fn error_offset(text: &str, from: usize, message: &str) -> Option<usize> {
 }
 
 /// 1-based line and column of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
