@@ -7,3 +7,38 @@
 
 pub mod network;
 pub mod supervisor;
+
+/// A server GUID for a peer-to-peer connection. zbus's own `Guid::generate` draws a UUID from
+/// `getrandom(2)` without flags, which blocks until the kernel's CRNG is seeded: early in
+/// boot on a VM without a hardware RNG that stalled the whole daemon (its runtime is one
+/// thread) for tens of seconds. The GUID only names the connection, so `GRND_INSECURE` bytes,
+/// which never block, are enough; the clock and PID keep two GUIDs apart even without them.
+pub(crate) fn server_guid() -> zbus::Guid<'static> {
+    let mut bytes = [0u8; 16];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer we own; with
+    // GRND_INSECURE it never blocks.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_INSECURE) };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mixed = if n == 16 {
+        u128::from_le_bytes(bytes)
+    } else {
+        0
+    } ^ nanos
+        ^ (u128::from(std::process::id()) << 96);
+    // 32 hex digits is exactly a D-Bus GUID.
+    zbus::Guid::try_from(format!("{mixed:032x}")).unwrap_or_else(|_| zbus::Guid::generate())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_guids_are_valid_and_differ() {
+        let a = super::server_guid();
+        let b = super::server_guid();
+        assert_eq!(a.as_str().len(), 32);
+        assert_ne!(a, b);
+    }
+}

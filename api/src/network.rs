@@ -267,7 +267,7 @@ async fn serve_peer(
     admin: bool,
 ) -> Result<(), ApiError> {
     let handshake = zbus::connection::Builder::unix_stream(stream)
-        .server(zbus::Guid::generate())?
+        .server(crate::server_guid())?
         .p2p()
         .serve_at(OBJECT_PATH, Interface { requests, admin })?
         .build();

@@ -235,7 +235,7 @@ async fn serve_peer(
     mut changes: broadcast::Receiver<StateChange>,
 ) -> Result<(), ApiError> {
     let connection = zbus::connection::Builder::unix_stream(stream)
-        .server(zbus::Guid::generate())?
+        .server(crate::server_guid())?
         .p2p()
         .serve_at(OBJECT_PATH, Interface { requests })?
         .build()

@@ -189,6 +189,20 @@ pub enum Event {
         address: String,
         reason: String,
     },
+    /// The node's configuration is in force: resolved from `sources` (`kind: where`), with its
+    /// `[[nodes]]` section `node_section` applied; `ms` counts from shoal-configd's start.
+    #[serde(rename = "config.resolved")]
+    ConfigResolved {
+        sources: Vec<String>,
+        node_section: Option<u32>,
+        ms: f64,
+    },
+    /// A configuration source could not be read (it is tried again).
+    #[serde(rename = "config.source_failed")]
+    ConfigSourceFailed { source: String, reason: String },
+    /// No usable configuration: the node waits in maintenance and keeps trying its sources.
+    #[serde(rename = "config.maintenance")]
+    ConfigMaintenance { reason: String },
     /// The node is online: the links the configuration requires have addresses, or
     /// `timed_out` after the configured wait. `ms` counts from netd's start.
     #[serde(rename = "network.online")]
@@ -228,6 +242,9 @@ impl Event {
             Event::DhcpRenewed { .. } => "dhcp.renewed",
             Event::DhcpLost { .. } => "dhcp.lost",
             Event::NetworkOnline { .. } => "network.online",
+            Event::ConfigResolved { .. } => "config.resolved",
+            Event::ConfigSourceFailed { .. } => "config.source_failed",
+            Event::ConfigMaintenance { .. } => "config.maintenance",
         }
     }
 }

@@ -7,12 +7,14 @@
 //! | `secret` | secrets: base64 in files, redacted everywhere else |
 //! | `sources` | where configuration comes from, precedence, merging, inline kernel keys |
 //! | `node` | node facts, `${...}` URL placeholders, per-node sections |
+//! | `schema` | the JSON Schema for editors (`docs/machine-config.schema.json`) |
 //!
 //! Everything here is pure: fetching documents and reading node facts are the caller's job.
 
 pub mod machine;
 pub mod network;
 pub mod node;
+pub mod schema;
 pub mod secret;
 pub mod sources;
 
@@ -21,4 +23,5 @@ pub use machine::{ConfigError, MachineConfig};
 /// Where a node keeps its resolved configuration (its `[[nodes]]` section applied, the
 /// `nodes` list gone): written by shoal-configd, read by netd, clusterd and the rest.
 pub const NODE_CONFIG: &str = "/run/shoal/config.toml";
+pub use schema::schema;
 pub use secret::Secret;

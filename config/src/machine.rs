@@ -40,6 +40,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::network::{Mac, NetworkConfig};
@@ -50,10 +51,14 @@ pub const VERSION: u32 = 1;
 /// The cluster's peer and API port when none is given.
 pub const DEFAULT_PORT: u16 = 7700;
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+/// One versioned file for a whole cluster, with per-node sections; every section is optional.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "Shoal machine configuration")]
 pub struct MachineConfig {
+    /// The schema version; this Shoal reads version 1.
     #[serde(default = "version")]
+    #[schemars(range(min = 1, max = 1))]
     pub version: u32,
     #[serde(default)]
     pub cluster: Cluster,
@@ -64,6 +69,7 @@ pub struct MachineConfig {
     /// Extra services for the supervisor: `[services.NAME]` holds what
     /// `/etc/shoal/services/NAME.toml` would.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "services_schema")]
     pub services: BTreeMap<String, toml::Table>,
     #[serde(default)]
     pub update: Update,
@@ -93,22 +99,29 @@ impl Default for MachineConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// The cluster every node of this file forms or joins.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cluster {
     /// A DNS label: `[a-z0-9-]{1,63}`.
+    #[schemars(pattern(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
     pub name: String,
     /// Authenticates nodes to each other and derives client credentials. Without one a node
     /// does not form or join a cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<Secret>,
     /// How many nodes must announce themselves before the cluster is formed.
+    #[schemars(range(min = 1))]
     pub expected_size: u32,
     /// The most voting members (1, 3, 5 or 7); other members follow without voting.
+    #[schemars(extend("enum" = [1, 3, 5, 7]))]
     pub voters: u32,
     /// `host:port` of nodes to contact first (optional on a LAN).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(pattern(r"^.+:[0-9]{1,5}$")))]
     pub seeds: Vec<String>,
+    /// The TCP port nodes speak to each other on.
+    #[schemars(range(min = 1))]
     pub port: u16,
 }
 
@@ -125,19 +138,22 @@ impl Default for Cluster {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+/// Settings for every node (a `[[nodes]]` section overrides them for one).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Node {
     /// Otherwise `ip=`, a lease, or one derived from the machine id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// `key = "value"` pairs that describe the node (scheduling, inventory).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "labels_schema")]
     pub labels: BTreeMap<String, String>,
     pub voter: VoterHint,
 }
 
 /// Whether a node should vote in the cluster's consensus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum VoterHint {
     /// Voters are picked among healthy nodes.
@@ -150,14 +166,17 @@ pub enum VoterHint {
 }
 
 /// A per-node section: what it gives replaces the cluster-wide value (labels are merged).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeOverride {
     #[serde(rename = "match")]
     pub matches: NodeMatch,
+    /// This node's host name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// Added to the cluster-wide labels (a key given in both: this value).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "labels_schema")]
     pub labels: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub voter: Option<VoterHint>,
@@ -167,26 +186,32 @@ pub struct NodeOverride {
 }
 
 /// How a per-node section finds its node; every criterion given must match.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1))]
 pub struct NodeMatch {
     /// Any of the node's permanent MAC addresses.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac: Option<Mac>,
     /// The SMBIOS system UUID (case-insensitive).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(
+        r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+    ))]
     pub uuid: Option<String>,
     /// The SMBIOS system serial number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// Which update bundles nodes accept, and when they install them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Update {
     /// `ed25519:<base64 of the 32-byte public key>`; bundles must be signed by one of them
     /// (the image's own keys always count too).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(pattern(r"^ed25519:[A-Za-z0-9+/]{43}=$")))]
     pub trusted_keys: Vec<String>,
     pub policy: UpdatePolicy,
 }
@@ -200,7 +225,8 @@ impl Default for Update {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+/// When nodes install an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpdatePolicy {
     /// Only `shoalctl update apply`.
@@ -210,14 +236,17 @@ pub enum UpdatePolicy {
     Rolling,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// The cluster API that shoalctl speaks to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Api {
     /// The cluster API's TCP port on every node.
+    #[schemars(range(min = 1))]
     pub port: u16,
     /// Issued client tokens, by name: `sha256:<hex>` of the token (the token itself is only
     /// ever shown to whoever generated it).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "tokens_schema")]
     pub tokens: BTreeMap<String, String>,
 }
 
@@ -228,6 +257,38 @@ impl Default for Api {
             tokens: BTreeMap::new(),
         }
     }
+}
+
+/// `[services.NAME]`: free-form here, the supervisor's parser checks each definition.
+fn services_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "propertyNames": { "pattern": "^[a-z0-9][a-z0-9._-]{0,63}$" },
+        "additionalProperties": {
+            "type": "object",
+            "description": "A service definition, as /etc/shoal/services/NAME.toml holds it \
+                            (see the supervisor's README): command, requires, restart, ...",
+        },
+    })
+}
+
+fn labels_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "propertyNames": { "pattern": "^[A-Za-z0-9._/-]{1,63}$" },
+        "additionalProperties": { "type": "string", "maxLength": 63 },
+    })
+}
+
+fn tokens_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "additionalProperties": {
+            "type": "string",
+            "description": "sha256:<64 hex digits>: the token's hash, never the token.",
+            "pattern": "^sha256:[0-9a-fA-F]{64}$",
+        },
+    })
 }
 
 /// A configuration that cannot be used: where and why.
@@ -308,7 +369,10 @@ impl MachineConfig {
                         self.version
                     )
                 } else {
-                    format!("version {} is not a configuration version (use {VERSION})", self.version)
+                    format!(
+                        "version {} is not a configuration version (use {VERSION})",
+                        self.version
+                    )
                 },
             );
         }
@@ -316,7 +380,10 @@ impl MachineConfig {
         if !is_dns_label(&c.name) {
             problem(
                 "cluster.name",
-                format!("{:?} is not a DNS label (1 to 63 of a-z, 0-9, '-', not starting or ending with '-')", c.name),
+                format!(
+                    "{:?} is not a DNS label (1 to 63 of a-z, 0-9, '-', not starting or ending with '-')",
+                    c.name
+                ),
             );
         }
         if c.expected_size == 0 {
@@ -325,7 +392,10 @@ impl MachineConfig {
         if ![1, 3, 5, 7].contains(&c.voters) {
             problem(
                 "cluster.voters",
-                format!("{} voters cannot keep a majority well; use 1, 3, 5 or 7", c.voters),
+                format!(
+                    "{} voters cannot keep a majority well; use 1, 3, 5 or 7",
+                    c.voters
+                ),
             );
         }
         for (i, seed) in c.seeds.iter().enumerate() {
@@ -357,7 +427,11 @@ impl MachineConfig {
             if let Some(check) = check_service {
                 let text = toml::to_string(table).unwrap_or_default();
                 for (field, reason) in check(name, &text) {
-                    let at = if field.is_empty() { path.clone() } else { format!("{path}.{field}") };
+                    let at = if field.is_empty() {
+                        path.clone()
+                    } else {
+                        format!("{path}.{field}")
+                    };
                     problem(&at, reason);
                 }
             }
@@ -387,12 +461,18 @@ impl MachineConfig {
             let path = format!("nodes[{i}]");
             let m = &node.matches;
             if m.mac.is_none() && m.uuid.is_none() && m.serial.is_none() {
-                problem(&format!("{path}.match"), "give at least one of mac, uuid, serial".into());
+                problem(
+                    &format!("{path}.match"),
+                    "give at least one of mac, uuid, serial".into(),
+                );
             }
             if let Some(uuid) = &m.uuid
                 && !is_uuid(uuid)
             {
-                problem(&format!("{path}.match.uuid"), format!("{uuid:?} is not a UUID"));
+                problem(
+                    &format!("{path}.match.uuid"),
+                    format!("{uuid:?} is not a UUID"),
+                );
             }
             check_node_fields(&path, node.hostname.as_deref(), &node.labels, &mut problem);
             if let Some(network) = &node.network {
@@ -401,8 +481,14 @@ impl MachineConfig {
                 }
             }
             // Two sections for the same node: the second would never apply.
-            if let Some(j) = self.nodes[..i].iter().position(|other| other.matches == node.matches) {
-                problem(&format!("{path}.match"), format!("the same match as nodes[{j}]"));
+            if let Some(j) = self.nodes[..i]
+                .iter()
+                .position(|other| other.matches == node.matches)
+            {
+                problem(
+                    &format!("{path}.match"),
+                    format!("the same match as nodes[{j}]"),
+                );
             }
         }
         problems
@@ -418,13 +504,18 @@ fn check_node_fields(
     if let Some(hostname) = hostname
         && !crate::network::is_domain(hostname)
     {
-        problem(&format!("{path}.hostname"), format!("{hostname:?} is not a host name"));
+        problem(
+            &format!("{path}.hostname"),
+            format!("{hostname:?} is not a host name"),
+        );
     }
     for (key, value) in labels {
         if !is_label_key(key) {
             problem(
                 &format!("{path}.labels"),
-                format!("{key:?} is not a label key (1 to 63 of a-z, A-Z, 0-9, '-', '_', '.', '/')"),
+                format!(
+                    "{key:?} is not a label key (1 to 63 of a-z, A-Z, 0-9, '-', '_', '.', '/')"
+                ),
             );
         }
         if value.len() > 63 || value.chars().any(|c| c.is_control()) {
@@ -445,7 +536,9 @@ fn check_seed(seed: &str) -> Result<(), String> {
         return Err(format!("{seed:?}: {port:?} is not a port"));
     }
     if host.parse::<std::net::IpAddr>().is_err() && !crate::network::is_domain(host) {
-        return Err(format!("{seed:?}: {host:?} is neither an address nor a host name"));
+        return Err(format!(
+            "{seed:?}: {host:?} is neither an address nor a host name"
+        ));
     }
     Ok(())
 }
@@ -459,7 +552,10 @@ fn check_public_key(key: &str) -> Result<(), String> {
         .decode(b64)
         .map_err(|_| format!("{key:?} is not ed25519:<base64>"))?;
     if bytes.len() != 32 {
-        return Err(format!("an ed25519 public key has 32 bytes, this one {}", bytes.len()));
+        return Err(format!(
+            "an ed25519 public key has 32 bytes, this one {}",
+            bytes.len()
+        ));
     }
     Ok(())
 }
@@ -469,7 +565,9 @@ pub(crate) fn is_dns_label(name: &str) -> bool {
         && name.len() <= 63
         && !name.starts_with('-')
         && !name.ends_with('-')
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn is_service_name(name: &str) -> bool {
@@ -484,14 +582,18 @@ fn is_service_name(name: &str) -> bool {
 fn is_label_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 63
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
 }
 
-pub(crate) fn is_uuid(text: &str) -> bool {
+pub fn is_uuid(text: &str) -> bool {
     let parts: Vec<&str> = text.split('-').collect();
     parts.len() == 5
         && parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
-        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+        && parts
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
@@ -552,7 +654,10 @@ labels = {{ gpu = "true" }}
         );
         let c = MachineConfig::parse("machine.toml", &text, None).unwrap();
         assert_eq!(c.cluster.voters, 5);
-        assert_eq!(c.cluster.secret.as_ref().unwrap().expose(), b"shoal-test-secret-that-is-long-enough");
+        assert_eq!(
+            c.cluster.secret.as_ref().unwrap().expose(),
+            b"shoal-test-secret-that-is-long-enough"
+        );
         assert_eq!(c.node.voter, VoterHint::Prefer);
         assert_eq!(c.update.policy, UpdatePolicy::Rolling);
         assert!(c.services.contains_key("metrics"));
@@ -566,7 +671,10 @@ labels = {{ gpu = "true" }}
         let c = MachineConfig::parse("m", &format!("[cluster]\nsecret = \"{SECRET}\"\n"), None)
             .unwrap();
         let shown = format!("{c:?}");
-        assert!(!shown.contains(SECRET) && shown.contains("<redacted, 37 bytes"), "{shown}");
+        assert!(
+            !shown.contains(SECRET) && shown.contains("<redacted, 37 bytes"),
+            "{shown}"
+        );
         // And a bad secret's error does not echo it.
         let e = errors("[cluster]\nsecret = \"dG9vIHNob3J0\"\n");
         assert_eq!(
@@ -579,16 +687,23 @@ labels = {{ gpu = "true" }}
     fn syntax_unknown_fields_and_types_are_reported_with_positions() {
         assert_eq!(
             errors("[cluster]\nname = \"lab\"\nsize = 3\n"),
-            ["machine.toml: line 3, column 1: unknown field `size`, expected one of `name`, \
-              `secret`, `expected_size`, `voters`, `seeds`, `port`"]
+            [
+                "machine.toml: line 3, column 1: unknown field `size`, expected one of `name`, \
+              `secret`, `expected_size`, `voters`, `seeds`, `port`"
+            ]
         );
         assert_eq!(
             errors("[clusters]\n"),
-            ["machine.toml: line 1, column 2: unknown field `clusters`, expected one of \
-              `version`, `cluster`, `node`, `network`, `services`, `update`, `api`, `nodes`"]
+            [
+                "machine.toml: line 1, column 2: unknown field `clusters`, expected one of \
+              `version`, `cluster`, `node`, `network`, `services`, `update`, `api`, `nodes`"
+            ]
         );
         let e = errors("[cluster]\nvoters = \"three\"\n");
-        assert!(e[0].starts_with("machine.toml: line 2, column 10: invalid type"), "{e:?}");
+        assert!(
+            e[0].starts_with("machine.toml: line 2, column 10: invalid type"),
+            "{e:?}"
+        );
         let e = errors("[cluster\n");
         assert!(e[0].starts_with("machine.toml: line 1, column "), "{e:?}");
         let e = errors("[node]\nvoter = \"always\"\n");
@@ -598,30 +713,99 @@ labels = {{ gpu = "true" }}
     #[test]
     fn each_rejected_value_says_why() {
         let cases: &[(&str, &str)] = &[
-            ("version = 2\n", "machine.toml: version: version 2 is newer than this Shoal understands (it reads version 1)"),
-            ("version = 0\n", "machine.toml: version: version 0 is not a configuration version (use 1)"),
-            ("[cluster]\nname = \"Lab_1\"\n", "machine.toml: cluster.name: \"Lab_1\" is not a DNS label (1 to 63 of a-z, 0-9, '-', not starting or ending with '-')"),
-            ("[cluster]\nexpected_size = 0\n", "machine.toml: cluster.expected_size: must be at least 1"),
-            ("[cluster]\nvoters = 4\n", "machine.toml: cluster.voters: 4 voters cannot keep a majority well; use 1, 3, 5 or 7"),
-            ("[cluster]\nseeds = [\"10.0.0.1\"]\n", "machine.toml: cluster.seeds[0]: \"10.0.0.1\" needs a port (host:port)"),
-            ("[cluster]\nseeds = [\"10.0.0.1:http\"]\n", "machine.toml: cluster.seeds[0]: \"10.0.0.1:http\": \"http\" is not a port"),
-            ("[cluster]\nseeds = [\"bad host:7700\"]\n", "machine.toml: cluster.seeds[0]: \"bad host:7700\": \"bad host\" is neither an address nor a host name"),
-            ("[cluster]\nport = 0\n", "machine.toml: cluster.port: must not be 0"),
-            ("[node]\nhostname = \"-x-\"\n", "machine.toml: node.hostname: \"-x-\" is not a host name"),
-            ("[node]\nlabels = { \"bad key\" = \"v\" }\n", "machine.toml: node.labels: \"bad key\" is not a label key (1 to 63 of a-z, A-Z, 0-9, '-', '_', '.', '/')"),
-            ("[node]\nlabels = { k = \"line\\nbreak\" }\n", "machine.toml: node.labels.k: a label value is at most 63 printable characters"),
-            ("[network.online]\ntimeout = \"2h\"\n", "machine.toml: network.online.timeout: must be at most 1h"),
-            ("[services.Bad]\ncommand = [\"/x\"]\n", "machine.toml: services.Bad: \"Bad\" is not a service name (1 to 64 of a-z, 0-9, '.', '_', '-')"),
-            ("[update]\ntrusted_keys = [\"rsa:AAAA\"]\n", "machine.toml: update.trusted_keys[0]: \"rsa:AAAA\" must start with ed25519:"),
-            ("[update]\ntrusted_keys = [\"ed25519:AAAA\"]\n", "machine.toml: update.trusted_keys[0]: an ed25519 public key has 32 bytes, this one 3"),
-            ("[update]\ntrusted_keys = [\"ed25519:@@\"]\n", "machine.toml: update.trusted_keys[0]: \"ed25519:@@\" is not ed25519:<base64>"),
+            (
+                "version = 2\n",
+                "machine.toml: version: version 2 is newer than this Shoal understands (it reads version 1)",
+            ),
+            (
+                "version = 0\n",
+                "machine.toml: version: version 0 is not a configuration version (use 1)",
+            ),
+            (
+                "[cluster]\nname = \"Lab_1\"\n",
+                "machine.toml: cluster.name: \"Lab_1\" is not a DNS label (1 to 63 of a-z, 0-9, '-', not starting or ending with '-')",
+            ),
+            (
+                "[cluster]\nexpected_size = 0\n",
+                "machine.toml: cluster.expected_size: must be at least 1",
+            ),
+            (
+                "[cluster]\nvoters = 4\n",
+                "machine.toml: cluster.voters: 4 voters cannot keep a majority well; use 1, 3, 5 or 7",
+            ),
+            (
+                "[cluster]\nseeds = [\"10.0.0.1\"]\n",
+                "machine.toml: cluster.seeds[0]: \"10.0.0.1\" needs a port (host:port)",
+            ),
+            (
+                "[cluster]\nseeds = [\"10.0.0.1:http\"]\n",
+                "machine.toml: cluster.seeds[0]: \"10.0.0.1:http\": \"http\" is not a port",
+            ),
+            (
+                "[cluster]\nseeds = [\"bad host:7700\"]\n",
+                "machine.toml: cluster.seeds[0]: \"bad host:7700\": \"bad host\" is neither an address nor a host name",
+            ),
+            (
+                "[cluster]\nport = 0\n",
+                "machine.toml: cluster.port: must not be 0",
+            ),
+            (
+                "[node]\nhostname = \"-x-\"\n",
+                "machine.toml: node.hostname: \"-x-\" is not a host name",
+            ),
+            (
+                "[node]\nlabels = { \"bad key\" = \"v\" }\n",
+                "machine.toml: node.labels: \"bad key\" is not a label key (1 to 63 of a-z, A-Z, 0-9, '-', '_', '.', '/')",
+            ),
+            (
+                "[node]\nlabels = { k = \"line\\nbreak\" }\n",
+                "machine.toml: node.labels.k: a label value is at most 63 printable characters",
+            ),
+            (
+                "[network.online]\ntimeout = \"2h\"\n",
+                "machine.toml: network.online.timeout: must be at most 1h",
+            ),
+            (
+                "[services.Bad]\ncommand = [\"/x\"]\n",
+                "machine.toml: services.Bad: \"Bad\" is not a service name (1 to 64 of a-z, 0-9, '.', '_', '-')",
+            ),
+            (
+                "[update]\ntrusted_keys = [\"rsa:AAAA\"]\n",
+                "machine.toml: update.trusted_keys[0]: \"rsa:AAAA\" must start with ed25519:",
+            ),
+            (
+                "[update]\ntrusted_keys = [\"ed25519:AAAA\"]\n",
+                "machine.toml: update.trusted_keys[0]: an ed25519 public key has 32 bytes, this one 3",
+            ),
+            (
+                "[update]\ntrusted_keys = [\"ed25519:@@\"]\n",
+                "machine.toml: update.trusted_keys[0]: \"ed25519:@@\" is not ed25519:<base64>",
+            ),
             ("[api]\nport = 0\n", "machine.toml: api.port: must not be 0"),
-            ("[api]\nport = 7700\n", "machine.toml: api.port: 7700 is already cluster.port"),
-            ("[api]\ntokens = { admin = \"secret-token\" }\n", "machine.toml: api.tokens.admin: must be sha256:<64 hex digits> (the hash, never the token)"),
-            ("[[nodes]]\nmatch = {}\n", "machine.toml: nodes[0].match: give at least one of mac, uuid, serial"),
-            ("[[nodes]]\nmatch = { uuid = \"1234\" }\n", "machine.toml: nodes[0].match.uuid: \"1234\" is not a UUID"),
-            ("[[nodes]]\nmatch = { serial = \"s\" }\nnetwork = { online = { timeout = \"2h\" } }\n", "machine.toml: nodes[0].network.online.timeout: must be at most 1h"),
-            ("[[nodes]]\nmatch = { serial = \"s\" }\n[[nodes]]\nmatch = { serial = \"s\" }\n", "machine.toml: nodes[1].match: the same match as nodes[0]"),
+            (
+                "[api]\nport = 7700\n",
+                "machine.toml: api.port: 7700 is already cluster.port",
+            ),
+            (
+                "[api]\ntokens = { admin = \"secret-token\" }\n",
+                "machine.toml: api.tokens.admin: must be sha256:<64 hex digits> (the hash, never the token)",
+            ),
+            (
+                "[[nodes]]\nmatch = {}\n",
+                "machine.toml: nodes[0].match: give at least one of mac, uuid, serial",
+            ),
+            (
+                "[[nodes]]\nmatch = { uuid = \"1234\" }\n",
+                "machine.toml: nodes[0].match.uuid: \"1234\" is not a UUID",
+            ),
+            (
+                "[[nodes]]\nmatch = { serial = \"s\" }\nnetwork = { online = { timeout = \"2h\" } }\n",
+                "machine.toml: nodes[0].network.online.timeout: must be at most 1h",
+            ),
+            (
+                "[[nodes]]\nmatch = { serial = \"s\" }\n[[nodes]]\nmatch = { serial = \"s\" }\n",
+                "machine.toml: nodes[1].match: the same match as nodes[0]",
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(errors(text), [*want], "for {text:?}");
@@ -650,7 +834,17 @@ labels = {{ gpu = "true" }}
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert_eq!(e, ["machine.toml: services.metrics.restart.delay: \"soon\" is not a duration"]);
-        assert!(MachineConfig::parse("m", "[services.metrics]\ncommand = [\"/x\"]\n", Some(&check)).is_ok());
+        assert_eq!(
+            e,
+            ["machine.toml: services.metrics.restart.delay: \"soon\" is not a duration"]
+        );
+        assert!(
+            MachineConfig::parse(
+                "m",
+                "[services.metrics]\ncommand = [\"/x\"]\n",
+                Some(&check)
+            )
+            .is_ok()
+        );
     }
 }

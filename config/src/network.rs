@@ -42,10 +42,11 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The whole `[network]` table.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
     pub naming: Naming,
@@ -60,7 +61,7 @@ pub struct NetworkConfig {
 }
 
 /// How physical links are named.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Naming {
     /// The kernel's names (`eth0`): fine for one NIC, unstable with several.
@@ -73,7 +74,7 @@ pub enum Naming {
 }
 
 /// What happens to physical links that no `[[links]]` entry matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Unconfigured {
     #[default]
@@ -82,11 +83,12 @@ pub enum Unconfigured {
 }
 
 /// When the node counts as online (the `network-online` readiness).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Online {
     /// Report online anyway after this long, so that boot never waits for ever.
     #[serde(with = "duration")]
+    #[schemars(schema_with = "duration::schema")]
     pub timeout: Duration,
     pub require: Require,
 }
@@ -101,7 +103,7 @@ impl Default for Online {
 }
 
 /// Which links must be configured for the node to be online.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Require {
     /// One link with an address and a default route (or a static address).
@@ -111,7 +113,8 @@ pub enum Require {
     All,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// Name servers and search domains.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Dns {
     pub servers: Vec<IpAddr>,
@@ -130,7 +133,8 @@ impl Default for Dns {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// Time servers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ntp {
     /// Host names or addresses.
@@ -148,7 +152,7 @@ impl Default for Ntp {
 }
 
 /// How an interface gets addresses: shared by links, VLANs, bonds and bridges.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Addressing {
     /// DHCPv4; defaults to true when no static address is given.
@@ -158,6 +162,7 @@ pub struct Addressing {
     pub gateway: Option<IpAddr>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    #[schemars(range(min = 68))]
     pub mtu: Option<u16>,
     /// Counts for `online.require = "all"`; default true.
     pub required_for_online: Option<bool>,
@@ -174,7 +179,7 @@ impl Addressing {
 }
 
 /// A physical link's settings.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkConfig {
     #[serde(rename = "match")]
@@ -193,7 +198,7 @@ pub struct LinkConfig {
 }
 
 /// Which physical link a `[[links]]` entry is about; every given criterion must match.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkMatch {
     /// The kernel's name, `*` and `?` allowed.
@@ -206,18 +211,21 @@ pub struct LinkMatch {
     pub driver: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// An 802.1Q VLAN on a link.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VlanConfig {
     pub name: IfName,
     /// The parent link's name.
     pub link: IfName,
+    #[schemars(range(min = 1, max = 4094))]
     pub id: u16,
     #[serde(flatten)]
     pub addressing: Addressing,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// A bond (link aggregation) of links.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BondConfig {
     pub name: IfName,
@@ -225,6 +233,7 @@ pub struct BondConfig {
     pub mode: BondMode,
     /// Link monitoring interval.
     #[serde(default = "default_miimon", with = "duration")]
+    #[schemars(schema_with = "duration::schema")]
     pub miimon: Duration,
     /// active-backup: the link preferred while it is up.
     pub primary: Option<IfName>,
@@ -242,7 +251,8 @@ fn default_miimon() -> Duration {
     Duration::from_millis(100)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+/// The bonding mode, as the kernel names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum BondMode {
     #[serde(rename = "balance-rr")]
     BalanceRr,
@@ -301,7 +311,7 @@ impl FromStr for BondMode {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum LacpRate {
     #[default]
@@ -309,7 +319,7 @@ pub enum LacpRate {
     Fast,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 pub enum HashPolicy {
     #[default]
     #[serde(rename = "layer2")]
@@ -324,7 +334,8 @@ pub enum HashPolicy {
     Encap34,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// A bridge over links.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeConfig {
     pub name: IfName,
@@ -336,7 +347,8 @@ pub struct BridgeConfig {
     pub addressing: Addressing,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// A static route.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub to: Cidr,
@@ -345,8 +357,16 @@ pub struct RouteConfig {
 }
 
 /// An interface name the kernel accepts: 1 to 15 bytes, no `/`, `:` or whitespace, not `.`/`..`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
+#[schemars(extend(
+    "minLength" = 1,
+    "maxLength" = 15,
+    "pattern" = r"^[^/:\s]+$",
+    "not" = { "enum": [".", ".."] },
+))]
 pub struct IfName(String);
 
 impl IfName {
@@ -398,8 +418,11 @@ impl fmt::Display for IfName {
 }
 
 /// A MAC address written `52:54:00:12:34:56` (or with `-`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
+#[schemars(extend("pattern" = "^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$"))]
 pub struct Mac(pub [u8; 6]);
 
 impl FromStr for Mac {
@@ -446,8 +469,14 @@ impl fmt::Display for Mac {
 
 /// An address with its prefix length, `10.0.0.5/24` or `2001:db8::5/64`; for a route, the
 /// network (host bits zero).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
+#[schemars(extend(
+    "pattern" = "^[0-9A-Fa-f:.]+/[0-9]{1,3}$",
+    "examples" = ["10.0.0.5/24", "2001:db8::5/64"],
+))]
 pub struct Cidr {
     pub address: IpAddr,
     pub prefix_len: u8,
@@ -533,6 +562,15 @@ mod duration {
 
     pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{}ms", value.as_millis()))
+    }
+
+    /// What `shoal_units::parse_duration` reads.
+    pub fn schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A decimal number and a unit: us, ms, s, m or h (100ms, 1.5s, 2m).",
+            "pattern": "^[0-9]+(\\.[0-9]+)?(us|ms|s|m|h)$",
+        })
     }
 }
 

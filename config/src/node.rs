@@ -44,10 +44,21 @@ pub fn expand_placeholders(url: &str, facts: &NodeFacts) -> Result<String, Place
             "mac" => facts
                 .macs
                 .first()
-                .map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join("-"))
+                .map(|m| {
+                    m.iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join("-")
+                })
                 .ok_or(PlaceholderError::Missing("mac"))?,
-            "uuid" => facts.uuid.clone().ok_or(PlaceholderError::Missing("uuid"))?,
-            "serial" => facts.serial.clone().ok_or(PlaceholderError::Missing("serial"))?,
+            "uuid" => facts
+                .uuid
+                .clone()
+                .ok_or(PlaceholderError::Missing("uuid"))?,
+            "serial" => facts
+                .serial
+                .clone()
+                .ok_or(PlaceholderError::Missing("serial"))?,
             "hostname" => facts
                 .hostname
                 .clone()
@@ -77,9 +88,12 @@ fn percent_encode(value: &str) -> String {
 /// Whether a `[[nodes]]` match fits this node: every given criterion must.
 pub fn matches(m: &NodeMatch, facts: &NodeFacts) -> bool {
     m.mac.is_none_or(|Mac(mac)| facts.macs.contains(&mac))
-        && m.uuid
-            .as_ref()
-            .is_none_or(|u| facts.uuid.as_ref().is_some_and(|f| f.eq_ignore_ascii_case(u)))
+        && m.uuid.as_ref().is_none_or(|u| {
+            facts
+                .uuid
+                .as_ref()
+                .is_some_and(|f| f.eq_ignore_ascii_case(u))
+        })
         && m.serial
             .as_ref()
             .is_none_or(|s| facts.serial.as_deref() == Some(s.as_str()))
@@ -151,18 +165,25 @@ mod tests {
             "http://10.0.0.1/cfg/52-54-00-12-34-56/4c4c4544-0042-3510-8051-b4c04f384b32.toml\
              ?s=SN%2042%2FA&h=node-1"
         );
-        assert_eq!(expand_placeholders("http://x/plain", &NodeFacts::default()).unwrap(), "http://x/plain");
+        assert_eq!(
+            expand_placeholders("http://x/plain", &NodeFacts::default()).unwrap(),
+            "http://x/plain"
+        );
     }
 
     #[test]
     fn bad_placeholders_say_which() {
         let none = NodeFacts::default();
         assert_eq!(
-            expand_placeholders("http://x/${serial}", &none).unwrap_err().to_string(),
+            expand_placeholders("http://x/${serial}", &none)
+                .unwrap_err()
+                .to_string(),
             "${serial} is unknown on this node"
         );
         assert_eq!(
-            expand_placeholders("http://x/${ip}", &facts()).unwrap_err().to_string(),
+            expand_placeholders("http://x/${ip}", &facts())
+                .unwrap_err()
+                .to_string(),
             "${ip} is not a placeholder (use ${mac}, ${uuid}, ${serial}, ${hostname})"
         );
         assert_eq!(
@@ -201,7 +222,10 @@ hostname = "too-late"
         assert_eq!(node.matched, Some(1));
         assert_eq!(node.hostname.as_deref(), Some("edge-7"));
         assert_eq!(
-            node.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+            node.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
             ["gpu=true", "rack=r1", "zone=b"]
         );
         assert_eq!(node.voter, VoterHint::Never);
@@ -210,7 +234,9 @@ hostname = "too-late"
 
     #[test]
     fn a_node_no_section_matches_gets_the_cluster_wide_values() {
-        let c = config("[node]\nhostname = \"h\"\n[[nodes]]\nmatch = { serial = \"other\" }\nvoter = \"prefer\"\n");
+        let c = config(
+            "[node]\nhostname = \"h\"\n[[nodes]]\nmatch = { serial = \"other\" }\nvoter = \"prefer\"\n",
+        );
         let node = for_node(&c, &facts());
         assert_eq!(node.matched, None);
         assert_eq!(node.hostname.as_deref(), Some("h"));

@@ -35,11 +35,7 @@ impl Secret {
         while filled < bytes.len() {
             // SAFETY: the pointer and length describe the unfilled tail of `bytes`, which we own.
             let n = unsafe {
-                libc::getrandom(
-                    bytes[filled..].as_mut_ptr().cast(),
-                    bytes.len() - filled,
-                    0,
-                )
+                libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
             };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
@@ -82,7 +78,12 @@ impl fmt::Debug for Secret {
 
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<redacted, {} bytes, #{}>", self.0.len(), self.fingerprint())
+        write!(
+            f,
+            "<redacted, {} bytes, #{}>",
+            self.0.len(),
+            self.fingerprint()
+        )
     }
 }
 
@@ -101,6 +102,25 @@ impl std::str::FromStr for Secret {
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_base64())
+    }
+}
+
+/// A base64 string of at least [`MIN_SECRET_BYTES`] bytes.
+impl schemars::JsonSchema for Secret {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Secret".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A secret, base64 (standard alphabet, padded): at least 32 bytes, so \
+                            44 characters or more. `shoalctl gen config` makes one.",
+            "contentEncoding": "base64",
+            "minLength": MIN_SECRET_BYTES.div_ceil(3) * 4,
+            "pattern": "^[A-Za-z0-9+/]+={0,2}$",
+            "writeOnly": true,
+        })
     }
 }
 
@@ -124,7 +144,11 @@ mod tests {
         assert!(!shown.contains(&text), "{shown}");
         assert!(shown.starts_with("<redacted, 32 bytes, #"), "{shown}");
         assert_eq!(text.parse::<Secret>().unwrap(), secret);
-        assert_ne!(Secret::generate().unwrap(), secret, "fresh bytes every time");
+        assert_ne!(
+            Secret::generate().unwrap(),
+            secret,
+            "fresh bytes every time"
+        );
     }
 
     #[test]

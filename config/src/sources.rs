@@ -247,8 +247,14 @@ mod tests {
     fn inline_errors_name_the_key_and_the_secret_is_refused() {
         let e = inline_settings("shoal.cluster.size=many shoal.cluster.secret=abc").unwrap_err();
         let text: Vec<String> = e.iter().map(ToString::to_string).collect();
-        assert_eq!(text[0], "kernel command line: shoal.cluster.size: \"many\" is not a number");
-        assert!(text[1].contains("not accepted on the kernel command line"), "{text:?}");
+        assert_eq!(
+            text[0],
+            "kernel command line: shoal.cluster.size: \"many\" is not a number"
+        );
+        assert!(
+            text[1].contains("not accepted on the kernel command line"),
+            "{text:?}"
+        );
         assert!(!text[1].contains("abc"));
     }
 
@@ -268,7 +274,10 @@ mod tests {
             e[0],
             "esp.toml: cluster.voters: 4 voters cannot keep a majority well; use 1, 3, 5 or 7"
         );
-        assert!(e[1].starts_with("url.toml: line 2, column 1: unknown field `nmae`"), "{e:?}");
+        assert!(
+            e[1].starts_with("url.toml: line 2, column 1: unknown field `nmae`"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -282,13 +291,19 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
-        assert_eq!(e, ["merged configuration: api.port: 8000 is already cluster.port"]);
+        assert_eq!(
+            e,
+            ["merged configuration: api.port: 8000 is already cluster.port"]
+        );
     }
 
     #[test]
     fn tables_merge_recursively() {
         let mut base: toml::Table = "a = 1\n[t]\nx = 1\ny = [1]\n".parse().unwrap();
-        merge_tables(&mut base, "b = 2\n[t]\ny = [2, 3]\nz = 3\n".parse().unwrap());
+        merge_tables(
+            &mut base,
+            "b = 2\n[t]\ny = [2, 3]\nz = 3\n".parse().unwrap(),
+        );
         assert_eq!(
             base.to_string(),
             "a = 1\nb = 2\n\n[t]\nx = 1\ny = [2, 3]\nz = 3\n"

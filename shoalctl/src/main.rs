@@ -1,7 +1,9 @@
 //! `shoalctl`: the operator's command line. For now it speaks to the node's own daemons: the
-//! supervisor (as root or an admin) and netd (anyone may read, root or an admin may reload);
-//! cluster commands come with clusterd.
+//! supervisor (as root or an admin) and netd (anyone may read, root or an admin may reload),
+//! and writes and checks machine configurations; cluster commands come with clusterd.
 
+mod config;
+mod generate;
 mod network;
 mod table;
 
@@ -26,6 +28,10 @@ enum Command {
     Service(ServiceCommand),
     /// The node's network as netd sees it: links, addresses, routes, leases, DNS.
     Network(network::NetworkArgs),
+    /// Machine configurations: check one, print the JSON Schema.
+    Config(config::ConfigArgs),
+    /// Make files for a new cluster.
+    Gen(generate::GenArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -84,10 +90,24 @@ fn main() {
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(run(cli)));
     if let Err(e) = result {
-        eprintln!("shoalctl: {e:#}");
+        if !e.is::<Reported>() {
+            eprintln!("shoalctl: {e:#}");
+        }
         std::process::exit(1);
     }
 }
+
+/// A failure whose messages are printed already: exit 1 without another line.
+#[derive(Debug)]
+pub(crate) struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the errors above")
+    }
+}
+
+impl std::error::Error for Reported {}
 
 async fn connect(socket: &Path) -> Result<Client> {
     Client::connect(socket).await.map_err(|e| {
@@ -114,6 +134,8 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Service(command) => service(command).await,
         Command::Network(args) => network::run(args).await,
+        Command::Config(args) => config::run(args),
+        Command::Gen(args) => generate::run(args),
     }
 }
 

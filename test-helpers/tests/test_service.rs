@@ -114,6 +114,7 @@ fn the_test_image_service_definitions_are_valid() {
         [
             "base",
             "capsvc",
+            "config",
             "crashy",
             "forkbomb",
             "memhog",
@@ -127,7 +128,10 @@ fn the_test_image_service_definitions_are_valid() {
             "top"
         ]
     );
-    for service in services.iter().filter(|s| s.name.as_str() != "netd") {
+    for service in services
+        .iter()
+        .filter(|s| !["netd", "config"].contains(&s.name.as_str()))
+    {
         if service.kind == ServiceType::Target {
             continue;
         }
@@ -334,7 +338,7 @@ fn the_default_image_service_definitions_are_valid() {
     .unwrap_or_else(|errors| panic!("{errors:?}"));
     let mut names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
     names.sort();
-    assert_eq!(names, ["netd", "network-online"]);
+    assert_eq!(names, ["config", "netd", "network-online"]);
     let netd = services.iter().find(|s| s.name.as_str() == "netd").unwrap();
     assert_eq!(netd.kind, ServiceType::Notify);
     assert_eq!(netd.command, ["/usr/lib/shoal/shoal-netd"]);

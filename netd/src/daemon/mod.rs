@@ -74,8 +74,10 @@ fn emit(event: BootEvent) {
 pub struct Loaded {
     /// The merged configuration; when the file had errors, the defaults stand in for it.
     pub config: NetworkConfig,
-    pub hostname: Option<String>,
-    /// The hostname was chosen on purpose (`shoal.hostname=` or `ip=`): leases do not change it.
+    /// The hostname `ip=` or the configuration gives, and which of them.
+    pub hostname: Option<(String, &'static str)>,
+    /// The hostname was chosen on purpose (`shoal.hostname=`, `ip=` or the configuration's
+    /// `node.hostname`): leases do not change it.
     pub hostname_pinned: bool,
     pub sources: Vec<String>,
     /// Empty when every source was valid.
@@ -86,6 +88,7 @@ pub struct Loaded {
 /// errors is rejected whole (the defaults stand in for it, so a typo never leaves a node off the
 /// network); everything is reported in the `network.config` event.
 pub fn load_config(paths: &Paths) -> Loaded {
+    let mut config_hostname = None;
     let mut sources = Vec::new();
     let mut errors = Vec::new();
     let file = match std::fs::read_to_string(&paths.config) {
@@ -97,7 +100,10 @@ pub fn load_config(paths: &Paths) -> Loaded {
                 &text,
                 None,
             ) {
-                Ok(c) => c.network,
+                Ok(c) => {
+                    config_hostname = c.node.hostname;
+                    c.network
+                }
                 Err(es) => {
                     errors.extend(es.iter().map(ToString::to_string));
                     NetworkConfig::default()
@@ -139,6 +145,10 @@ pub fn load_config(paths: &Paths) -> Loaded {
         sources: sources.clone(),
         errors: errors.clone(),
     });
+    // The kernel command line comes last and wins.
+    let hostname = hostname
+        .map(|h| (h, "ip="))
+        .or(config_hostname.map(|h| (h, "config")));
     let hostname_pinned = hostname.is_some()
         || cmdline_text
             .split_whitespace()
@@ -213,8 +223,8 @@ impl std::fmt::Debug for Daemon {
 pub async fn run(paths: Paths) -> anyhow::Result<()> {
     let started = Instant::now();
     let loaded = load_config(&paths);
-    if let Some(hostname) = loaded.hostname.clone() {
-        set_hostname(&paths.run_dir, &hostname, "ip=");
+    if let Some((hostname, source)) = loaded.hostname.clone() {
+        set_hostname(&paths.run_dir, &hostname, source);
     }
     let (nl, mut messages) = Netlink::connect()?;
     let (tx, mut packets) = mpsc::unbounded_channel();
@@ -343,6 +353,9 @@ impl Daemon {
         let errors = loaded.errors.clone();
         if errors.is_empty() {
             tracing::info!("configuration reloaded");
+            if let Some((hostname, source)) = &loaded.hostname {
+                set_hostname(&self.paths.run_dir, hostname, source);
+            }
             self.config = loaded.config.clone();
             self.loaded = loaded;
             self.refresh().await;

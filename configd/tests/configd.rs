@@ -1,0 +1,316 @@
+//! shoal-configd as a process on the host: a fixture sysfs/procfs, a kernel command line with
+//! `shoal.config=` pointing at an HTTP server in the test, and the files it writes.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shoal_boot_events::{Event, parse_line};
+
+const SECRET: &str = "c2hvYWwtdGVzdC1zZWNyZXQtdGhhdC1pcy1sb25nLWVub3VnaA==";
+const UUID: &str = "4c4c4544-0042-3510-8051-b4c04f384b32";
+
+/// A tiny HTTP server: answers every GET with the current body for that path (404 otherwise).
+struct Server {
+    port: u16,
+    files: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let files: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let f = files.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let text = String::from_utf8_lossy(&head);
+                let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
+                let body = f
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, b)| b.clone());
+                let reply = match body {
+                    Some(b) => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{b}", b.len()),
+                    None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string(),
+                };
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        Server { port, files }
+    }
+
+    fn serve(&self, path: &str, body: &str) {
+        let mut files = self.files.lock().unwrap();
+        files.retain(|(p, _)| p != path);
+        files.push((path.to_string(), body.to_string()));
+    }
+}
+
+/// A node's fixture tree and a running shoal-configd.
+struct Node {
+    dir: tempfile::TempDir,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+fn fixture(root: &Path, cmdline: &str) {
+    let sys = root.join("sys");
+    let device = sys.join("devices/pci0000:00/0000:00:03.0");
+    std::fs::create_dir_all(&device).unwrap();
+    std::fs::create_dir_all(sys.join("class/net/eth0")).unwrap();
+    std::fs::write(sys.join("class/net/eth0/address"), "52:54:00:12:34:56\n").unwrap();
+    std::os::unix::fs::symlink(&device, sys.join("class/net/eth0/device")).unwrap();
+    std::fs::create_dir_all(sys.join("class/dmi/id")).unwrap();
+    std::fs::write(
+        sys.join("class/dmi/id/product_uuid"),
+        format!("{}\n", UUID.to_uppercase()),
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("proc/sys/kernel")).unwrap();
+    std::fs::write(root.join("proc/sys/kernel/hostname"), "shoal-1234\n").unwrap();
+    std::fs::write(root.join("cmdline"), cmdline).unwrap();
+}
+
+impl Node {
+    fn start(cmdline: &str, state: Option<&Path>) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        fixture(dir.path(), cmdline);
+        let state_dir: PathBuf =
+            state.map_or_else(|| dir.path().join("var/lib/shoal"), Path::to_path_buf);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal-configd"))
+            .arg("--cmdline")
+            .arg(dir.path().join("cmdline"))
+            .arg("--sys")
+            .arg(dir.path().join("sys"))
+            .arg("--proc")
+            .arg(dir.path().join("proc"))
+            .arg("--run-dir")
+            .arg(dir.path().join("run/shoal"))
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--netd-socket")
+            .arg(dir.path().join("run/shoal/netd.sock"))
+            .arg("--source-wait")
+            .arg("1s")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Node { dir, child, lines }
+    }
+
+    fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    fn event(&self, name: &str, timeout: Duration) -> Event {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| parse_line(l))
+                .find(|r| r.event.name() == name);
+            if let Some(r) = found {
+                return r.event;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {name} within {timeout:?}:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn resolved(&self) -> shoal_config::MachineConfig {
+        let path = self.dir.path().join("run/shoal/config.toml");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the node's configuration holds the secret");
+        shoal_config::MachineConfig::parse(
+            "config.toml",
+            &std::fs::read_to_string(path).unwrap(),
+            None,
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cluster_config() -> String {
+    format!(
+        "[cluster]\nname = \"lab\"\nsecret = \"{SECRET}\"\nexpected_size = 1\nvoters = 1\n\
+         [network]\nnaming = \"mac\"\n\
+         [[nodes]]\nmatch = {{ uuid = \"{UUID}\" }}\nhostname = \"edge-7\"\nlabels = {{ gpu = \"true\" }}\n"
+    )
+}
+
+#[test]
+fn a_url_with_placeholders_gives_the_node_its_resolved_configuration() {
+    let server = Server::start();
+    server.serve(
+        &format!("/nodes/52-54-00-12-34-56/{UUID}.toml"),
+        &cluster_config(),
+    );
+    let mut node = Node::start(
+        &format!(
+            "console=ttyS0 shoal.config=http://127.0.0.1:{}/nodes/${{mac}}/${{uuid}}.toml shoal.node.labels=rack=r9",
+            server.port
+        ),
+        None,
+    );
+    let Event::ConfigResolved {
+        sources,
+        node_section,
+        ms,
+    } = node.event("config.resolved", Duration::from_secs(10))
+    else {
+        unreachable!()
+    };
+    println!("configuration resolved in {ms} ms");
+    assert_eq!(node_section, Some(0));
+    assert_eq!(sources.len(), 2, "{sources:?}");
+    assert!(
+        sources[0].starts_with("url: http://127.0.0.1:"),
+        "{sources:?}"
+    );
+    assert!(node.wait_exit(Duration::from_secs(5)).success());
+    let c = node.resolved();
+    assert_eq!(c.cluster.name, "lab");
+    assert_eq!(c.node.hostname.as_deref(), Some("edge-7"));
+    assert_eq!(c.node.labels["gpu"], "true");
+    assert_eq!(c.node.labels["rack"], "r9", "inline kernel keys merged in");
+    assert!(c.nodes.is_empty(), "only this node's view is kept");
+    assert!(
+        !node.output().contains(SECRET),
+        "the secret is never printed"
+    );
+    // Kept for the next boot.
+    assert!(
+        node.dir.path().join("var/lib/shoal/config.toml").exists()
+            || !node.dir.path().join("var/lib/shoal").is_dir()
+    );
+}
+
+#[test]
+fn an_invalid_configuration_means_maintenance_until_a_valid_one_is_served() {
+    let server = Server::start();
+    server.serve("/c.toml", "[cluster]\nvoters = 4\n");
+    let mut node = Node::start(
+        &format!("shoal.config=http://127.0.0.1:{}/c.toml", server.port),
+        None,
+    );
+    let Event::ConfigMaintenance { reason } =
+        node.event("config.maintenance", Duration::from_secs(10))
+    else {
+        unreachable!()
+    };
+    assert!(
+        reason.ends_with(
+            "c.toml: cluster.voters: 4 voters cannot keep a majority well; use 1, 3, 5 or 7"
+        ),
+        "{reason}"
+    );
+    assert!(node.child.try_wait().unwrap().is_none(), "it keeps trying");
+    server.serve("/c.toml", &cluster_config());
+    node.event("config.resolved", Duration::from_secs(15));
+    assert!(node.wait_exit(Duration::from_secs(5)).success());
+    assert_eq!(node.resolved().cluster.name, "lab");
+}
+
+#[test]
+fn an_unreachable_source_falls_back_to_the_last_good_configuration() {
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(state.path().join("config.toml"), cluster_config()).unwrap();
+    // Nothing listens on this port.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut node = Node::start(
+        &format!("shoal.config=http://127.0.0.1:{port}/c.toml"),
+        Some(state.path()),
+    );
+    let Event::ConfigSourceFailed { source, reason } =
+        node.event("config.source_failed", Duration::from_secs(10))
+    else {
+        unreachable!()
+    };
+    assert!(
+        source.starts_with("shoal.config=http://127.0.0.1:"),
+        "{source}"
+    );
+    assert!(reason.to_lowercase().contains("refused"), "{reason}");
+    let Event::ConfigResolved { sources, .. } =
+        node.event("config.resolved", Duration::from_secs(10))
+    else {
+        unreachable!()
+    };
+    assert!(sources[0].starts_with("cache: "), "{sources:?}");
+    assert!(node.wait_exit(Duration::from_secs(5)).success());
+    assert_eq!(node.resolved().node.hostname.as_deref(), Some("edge-7"));
+}
+
+#[test]
+fn without_any_source_the_defaults_apply_at_once() {
+    let mut node = Node::start("console=ttyS0 quiet", None);
+    let Event::ConfigResolved { sources, ms, .. } =
+        node.event("config.resolved", Duration::from_secs(5))
+    else {
+        unreachable!()
+    };
+    assert!(sources.is_empty(), "{sources:?}");
+    assert!(ms < 1000.0, "{ms}");
+    assert!(node.wait_exit(Duration::from_secs(5)).success());
+    assert_eq!(node.resolved().cluster.name, "shoal");
+}

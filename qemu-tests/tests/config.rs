@@ -1,0 +1,85 @@
+//! The machine configuration in booted VMs (issue 8): shoal-configd fetches it from the URL on
+//! the kernel command line (placeholders filled from the node's own facts) over HTTP from the
+//! test network, resolves the node's section, and netd picks the result up.
+
+use std::time::Duration;
+
+use shoal_qemu_tests::events::Event;
+use shoal_qemu_tests::testing::{boot_timeout, start, step_timeout, test_image};
+use shoal_qemu_tests::{Network, NicModel, Vm, scaled};
+
+const SECRET: &str = "c2hvYWwtdGVzdC1zZWNyZXQtdGhhdC1pcy1sb25nLWVub3VnaA==";
+
+fn fail(vm: &Vm, message: String) -> anyhow::Error {
+    vm.mark_failed();
+    anyhow::anyhow!("{message}\nconsole tail:\n{}", vm.tail(60))
+}
+
+fn node_config(hostname: &str) -> String {
+    format!(
+        "[cluster]\nname = \"lab\"\nsecret = \"{SECRET}\"\n\
+         [[nodes]]\nmatch = {{ mac = \"52:54:00:77:c0:01\" }}\nhostname = \"{hostname}\"\nlabels = {{ site = \"vm\" }}\n"
+    )
+}
+
+#[test]
+fn a_config_url_with_placeholders_configures_the_node_and_a_bad_one_waits_in_maintenance()
+-> anyhow::Result<()> {
+    let image = test_image()?;
+    let mut network = Network::new()?;
+    network.start_dnsmasq(network.dhcp_config())?;
+    let www = tempfile::tempdir()?;
+    let served = www.path().join("nodes/52-54-00-77-c0-01.toml");
+    std::fs::create_dir_all(served.parent().unwrap_or(www.path()))?;
+    // First an invalid configuration: the node must not guess.
+    std::fs::write(&served, "[cluster]\nvoters = 4\n")?;
+    network.serve_http(www.path())?;
+    let vm = start(&image, "config-url", |b| {
+        b.nic_with_mac(&network, NicModel::VirtioNet, "52:54:00:77:c0:01")
+            .cmdline("shoal.config=http://10.77.0.1/nodes/${mac}.toml")
+    })?;
+    let maintenance = vm.wait_for_event("config.maintenance", boot_timeout())?;
+    let Event::ConfigMaintenance { reason } = &maintenance.event else {
+        unreachable!()
+    };
+    if !reason.contains("http://10.77.0.1/nodes/52-54-00-77-c0-01.toml: cluster.voters: 4 voters") {
+        return Err(fail(&vm, format!("unclear maintenance reason: {reason}")));
+    }
+    if vm
+        .events()
+        .iter()
+        .any(|e| e.record.event.name() == "config.resolved")
+    {
+        return Err(fail(&vm, "resolved an invalid configuration".into()));
+    }
+
+    // The operator fixes the file: the node picks it up, and netd applies the hostname.
+    std::fs::write(&served, node_config("from-url"))?;
+    let resolved = vm.wait_for_event("config.resolved", scaled(Duration::from_secs(30)))?;
+    let Event::ConfigResolved {
+        sources,
+        node_section,
+        ms,
+    } = &resolved.event
+    else {
+        unreachable!()
+    };
+    println!("configuration resolved {ms} ms after shoal-configd started: {sources:?}");
+    if *node_section != Some(0)
+        || !sources
+            .iter()
+            .any(|s| s.starts_with("url: http://10.77.0.1/nodes/52-54-00-77-c0-01.toml"))
+    {
+        return Err(fail(&vm, format!("unexpected resolution: {resolved:?}")));
+    }
+    vm.wait_for_event_matching("hostname", step_timeout(), |r| {
+        matches!(&r.event, Event::Hostname { hostname, source } if hostname == "from-url" && source == "config")
+    })?;
+    if vm.lines().iter().any(|l| l.text.contains(SECRET)) {
+        return Err(fail(
+            &vm,
+            "the cluster secret appeared on the console".into(),
+        ));
+    }
+    Ok(())
+}
