@@ -8,6 +8,22 @@
 pub mod network;
 pub mod supervisor;
 
+/// A client's peer-to-peer D-Bus connection over the unix socket at `path`.
+pub(crate) async fn connect_p2p(
+    path: &std::path::Path,
+) -> Result<zbus::Connection, supervisor::ApiError> {
+    let stream = tokio::net::UnixStream::connect(path)
+        .await
+        .map_err(|source| supervisor::ApiError::Socket {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(zbus::connection::Builder::unix_stream(stream)
+        .p2p()
+        .build()
+        .await?)
+}
+
 /// A server GUID for a peer-to-peer connection. zbus's own `Guid::generate` draws a UUID from
 /// `getrandom(2)` without flags, which blocks until the kernel's CRNG is seeded: early in
 /// boot on a VM without a hardware RNG that stalled the whole daemon (its runtime is one

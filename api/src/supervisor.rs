@@ -290,16 +290,7 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     pub async fn connect(path: &Path) -> Result<Self, ApiError> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| ApiError::Socket {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let connection = zbus::connection::Builder::unix_stream(stream)
-            .p2p()
-            .build()
-            .await?;
+        let connection = crate::connect_p2p(path).await?;
         let proxy = SupervisorProxy::builder(&connection)
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
