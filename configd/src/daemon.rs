@@ -15,14 +15,17 @@ use crate::http::{Request, Url, fetch};
 
 /// How long one fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Retry delays while a source fails: quick at first (the network may just be coming up).
-const RETRY: [Duration; 5] = [
-    Duration::from_millis(250),
-    Duration::from_millis(500),
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(5),
-];
+/// Retry delays while a source fails: every 250 ms for the first 5 s (the network is usually
+/// just coming up, and an unreachable network fails at once, so trying costs nothing), then
+/// backing off to every 5 s.
+fn retry_delay(attempt: usize) -> Duration {
+    match attempt {
+        0..20 => Duration::from_millis(250),
+        20..25 => Duration::from_secs(1),
+        25..30 => Duration::from_secs(2),
+        _ => Duration::from_secs(5),
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -126,7 +129,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 let waited = started.elapsed() >= options.source_wait;
                 if errors.is_empty() && !waited {
                     // Unreachable for now: keep trying before settling for anything else.
-                    std::thread::sleep(RETRY[attempt.min(RETRY.len() - 1)]);
+                    std::thread::sleep(retry_delay(attempt));
                     attempt += 1;
                     continue;
                 }
@@ -168,7 +171,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 }
             }
         }
-        std::thread::sleep(RETRY[attempt.min(RETRY.len() - 1)]);
+        std::thread::sleep(retry_delay(attempt));
         attempt += 1;
     }
 }
