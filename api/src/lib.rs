@@ -49,6 +49,33 @@ pub(crate) fn server_guid() -> zbus::Guid<'static> {
 }
 
 #[cfg(test)]
+pub(crate) mod test_support {
+    /// Runs the test `test` of this test binary again as `uid` (and its gid), with `key` set to
+    /// `value` in its environment, and returns what it printed after `CHILD-OUTCOME `.
+    #[allow(clippy::unwrap_used)]
+    pub fn rerun_as(test: &str, uid: u32, key: &str, value: &std::path::Path) -> String {
+        use std::os::unix::process::CommandExt;
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(key, value)
+            .uid(uid)
+            .gid(uid)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout
+            .lines()
+            .find_map(|l| l.split_once("CHILD-OUTCOME ").map(|(_, o)| o.to_owned()))
+            .unwrap_or_else(|| {
+                format!(
+                    "no outcome: {stdout} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+    }
+}
+
+#[cfg(test)]
 mod tests {
     #[test]
     fn server_guids_are_valid_and_differ() {

@@ -494,29 +494,12 @@ mod tests {
         let (path, _keep) = rt.block_on(server(dir.path(), Vec::new(), 1));
 
         let run_as = |uid: u32| {
-            use std::os::unix::process::CommandExt;
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "network::tests::unprivileged_peers_may_read_but_not_reload",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CHILD, &path)
-                .uid(uid)
-                .gid(uid)
-                .output()
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            stdout
-                .lines()
-                .find_map(|l| l.split_once("CHILD-OUTCOME ").map(|(_, o)| o.to_owned()))
-                .unwrap_or_else(|| {
-                    format!(
-                        "no outcome: {stdout} {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    )
-                })
+            crate::test_support::rerun_as(
+                "network::tests::unprivileged_peers_may_read_but_not_reload",
+                uid,
+                CHILD,
+                &path,
+            )
         };
         assert_eq!(
             run_as(65534),

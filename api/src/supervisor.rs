@@ -490,29 +490,12 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
 
         let run_as = |uid: u32| {
-            use std::os::unix::process::CommandExt;
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "supervisor::tests::non_admin_peers_are_refused",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CHILD, &path)
-                .uid(uid)
-                .gid(uid)
-                .output()
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            stdout
-                .lines()
-                .find_map(|l| l.split_once("CHILD-OUTCOME ").map(|(_, o)| o.to_owned()))
-                .unwrap_or_else(|| {
-                    format!(
-                        "no outcome: {stdout} {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    )
-                })
+            crate::test_support::rerun_as(
+                "supervisor::tests::non_admin_peers_are_refused",
+                uid,
+                CHILD,
+                &path,
+            )
         };
         assert_eq!(run_as(65534), "refused");
         assert_eq!(run_as(0), "allowed");
