@@ -283,6 +283,25 @@ impl Record {
     }
 }
 
+/// The log level a Shoal daemon uses: `$SHOAL_LOG`, else the kernel command line's `shoal.log=`
+/// (one knob for the whole node), else `info`. `env` and `cmdline` are given, so this is pure.
+pub fn log_level(env: Option<&str>, cmdline: &str) -> String {
+    env.map(str::to_string)
+        .or_else(|| {
+            cmdline
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("shoal.log=").map(str::to_string))
+        })
+        .unwrap_or_else(|| "info".into())
+}
+
+/// [`log_level`] for this process, from its environment and `/proc/cmdline`.
+pub fn node_log_level() -> String {
+    let env = std::env::var("SHOAL_LOG").ok();
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    log_level(env.as_deref(), &cmdline)
+}
+
 /// Parses one console line. Returns `None` for lines that are not events or that this reader
 /// does not understand. Console lines may carry a carriage return or leading noise from the
 /// kernel's own output interleaving, so the prefix is searched for, not only matched at the start.
@@ -373,6 +392,13 @@ mod tests {
         let digits = json["t"].to_string();
         let decimals = digits.split('.').nth(1).map_or(0, str::len);
         assert!(decimals <= 6, "{digits}");
+    }
+
+    #[test]
+    fn the_log_level_comes_from_the_environment_then_the_command_line() {
+        assert_eq!(log_level(Some("debug"), "shoal.log=trace"), "debug");
+        assert_eq!(log_level(None, "quiet shoal.log=trace"), "trace");
+        assert_eq!(log_level(None, "quiet"), "info");
     }
 
     #[test]

@@ -133,9 +133,19 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                     attempt += 1;
                     continue;
                 }
-                if errors.is_empty()
-                    && let Some(cached) = read_cache(&cache, checker)
-                {
+                // Unreachable for too long, or serving an invalid document: the last good
+                // configuration stays in force (the invalid one is reported, never applied).
+                if let Some(cached) = read_cache(&cache, checker) {
+                    if !errors.is_empty() {
+                        emit(Event::ConfigSourceFailed {
+                            source: "configuration".into(),
+                            reason: errors
+                                .iter()
+                                .map(ConfigError::to_string)
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        });
+                    }
                     tracing::warn!(
                         "a configuration source failed; using the last good configuration"
                     );

@@ -314,3 +314,32 @@ fn without_any_source_the_defaults_apply_at_once() {
     assert!(node.wait_exit(Duration::from_secs(5)).success());
     assert_eq!(node.resolved().cluster.name, "shoal");
 }
+
+#[test]
+fn an_invalid_document_never_replaces_the_last_good_configuration() {
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(state.path().join("config.toml"), cluster_config()).unwrap();
+    let server = Server::start();
+    server.serve("/c.toml", "[cluster]\nvoters = 4\n");
+    let mut node = Node::start(
+        &format!("shoal.config=http://127.0.0.1:{}/c.toml", server.port),
+        Some(state.path()),
+    );
+    let Event::ConfigSourceFailed { reason, .. } =
+        node.event("config.source_failed", Duration::from_secs(10))
+    else {
+        unreachable!()
+    };
+    assert!(reason.contains("cluster.voters: 4 voters"), "{reason}");
+    let Event::ConfigResolved { sources, .. } =
+        node.event("config.resolved", Duration::from_secs(10))
+    else {
+        unreachable!()
+    };
+    assert!(sources[0].starts_with("cache: "), "{sources:?}");
+    assert!(node.wait_exit(Duration::from_secs(5)).success());
+    assert_eq!(node.resolved().cluster.name, "lab");
+    // The cache still holds the good one.
+    let kept = std::fs::read_to_string(state.path().join("config.toml")).unwrap();
+    assert!(kept.contains("lab"), "{kept}");
+}

@@ -48,16 +48,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    // $SHOAL_LOG, else the kernel command line's shoal.log= (one knob for the whole node).
-    let level = std::env::var("SHOAL_LOG")
-        .ok()
-        .or_else(|| {
-            std::fs::read_to_string("/proc/cmdline").ok().and_then(|c| {
-                c.split_whitespace()
-                    .find_map(|w| w.strip_prefix("shoal.log=").map(str::to_string))
-            })
-        })
-        .and_then(|l| l.parse::<tracing::Level>().ok())
+    let level = shoal_boot_events::node_log_level()
+        .parse::<tracing::Level>()
         .unwrap_or(tracing::Level::INFO);
     tracing_subscriber::fmt()
         .with_max_level(level)

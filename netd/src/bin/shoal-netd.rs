@@ -19,16 +19,7 @@ $SHOAL_LOG, else shoal.log= on the kernel command line, sets the log level too.
 
 fn main() -> ExitCode {
     let mut paths = Paths::default();
-    // $SHOAL_LOG, else the kernel command line's shoal.log= (one knob for the whole node).
-    let mut level = std::env::var("SHOAL_LOG").unwrap_or_else(|_| {
-        std::fs::read_to_string("/proc/cmdline")
-            .ok()
-            .and_then(|c| {
-                c.split_whitespace()
-                    .find_map(|w| w.strip_prefix("shoal.log=").map(str::to_string))
-            })
-            .unwrap_or_else(|| "info".into())
-    });
+    let mut level = shoal_boot_events::node_log_level();
     let mut args = std::env::args_os().skip(1);
     while let Some(arg) = args.next() {
         let arg = arg.to_string_lossy().into_owned();
