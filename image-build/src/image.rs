@@ -299,18 +299,35 @@ pub(crate) fn mkfs_erofs(
     Ok(())
 }
 
-/// Writes the (uncompressed) initramfs cpio archive to `archive`. Returns its size.
-pub(crate) fn write_initramfs_cpio(
-    archive: &Path,
+/// Sizes of a written initramfs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InitramfsSize {
+    /// Both cpio archives, before compression.
+    pub uncompressed: u64,
+    /// The file written.
+    pub written: u64,
+}
+
+/// Writes the initramfs to `output`: two cpio archives back to back, which the kernel unpacks
+/// in turn. The first holds the root image, which erofs has already compressed, and is stored
+/// as is; the second holds init, the early modules and the rest, compressed with
+/// `compression`. `work` holds the intermediate archives.
+pub(crate) fn write_initramfs(
+    output: &Path,
+    work: &Path,
     content: &Content<'_>,
     root_image: &Path,
-) -> Result<u64> {
+    compression: Compression,
+) -> Result<InitramfsSize> {
     let epoch = u32::try_from(content.epoch).map_err(|_| {
         Error::Invalid(format!(
             "SOURCE_DATE_EPOCH {} does not fit in 32 bits",
             content.epoch
         ))
     })?;
+    let mut stored = CpioWriter::new(epoch);
+    stored.add_file_from(INITRAMFS_ROOT_IMAGE, 0o644, root_image)?;
+
     let mut cpio = CpioWriter::new(epoch);
     cpio.add_file_from("/init", 0o755, content.binary(&content.profile.init)?)?;
     for (dir, mode) in INITRAMFS_DIRS {
@@ -334,10 +351,31 @@ pub(crate) fn write_initramfs_cpio(
             cpio.add_file_from(&format!("{moddir}/{name}"), 0o644, &src)?;
         }
     }
-    cpio.add_file_from(INITRAMFS_ROOT_IMAGE, 0o644, root_image)?;
-    let file = File::create(archive).map_err(Error::io("create", archive))?;
+
+    let stored_size = write_cpio(&stored, output)?;
+    let early = work.join("initramfs-early.cpio");
+    let early_size = write_cpio(&cpio, &early)?;
+    let compressed = work.join("initramfs-early.cpio.z");
+    compress(&early, &compressed, compression)?;
+    let mut out = fs::OpenOptions::new()
+        .append(true)
+        .open(output)
+        .map_err(Error::io("open", output))?;
+    let mut tail = File::open(&compressed).map_err(Error::io("open", &compressed))?;
+    std::io::copy(&mut tail, &mut out).map_err(Error::io("write", output))?;
+    out.sync_all().map_err(Error::io("write", output))?;
+    let written = out.metadata().map_err(Error::io("stat", output))?.len();
+    let _ = fs::remove_file(&compressed);
+    Ok(InitramfsSize {
+        uncompressed: stored_size + early_size,
+        written,
+    })
+}
+
+fn write_cpio(cpio: &CpioWriter, path: &Path) -> Result<u64> {
+    let file = File::create(path).map_err(Error::io("create", path))?;
     let size = cpio.write_to(&file)?;
-    file.sync_all().map_err(Error::io("write", archive))?;
+    file.sync_all().map_err(Error::io("write", path))?;
     Ok(size)
 }
 

@@ -273,21 +273,23 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
     step.done(mib(file_size(&rootfs_image)?));
 
     // Initramfs.
-    let step = progress.step("writing the initramfs archive");
-    let cpio_path = work.join("initramfs.cpio");
-    let cpio_size = image::write_initramfs_cpio(&cpio_path, &content, &rootfs_image)?;
-    step.done(mib(cpio_size));
+    let step = progress.step(format!(
+        "writing the initramfs (root image stored, the rest {})",
+        profile.initramfs_compression
+    ));
     let initramfs = staging.join(artefacts::INITRAMFS);
-    if profile.initramfs_compression == Compression::None {
-        image::compress(&cpio_path, &initramfs, Compression::None)?;
-    } else {
-        let step = progress.step(format!(
-            "compressing the initramfs ({})",
-            profile.initramfs_compression
-        ));
-        image::compress(&cpio_path, &initramfs, profile.initramfs_compression)?;
-        step.done(mib(file_size(&initramfs)?));
-    }
+    let size = image::write_initramfs(
+        &initramfs,
+        &work,
+        &content,
+        &rootfs_image,
+        profile.initramfs_compression,
+    )?;
+    step.done(format!(
+        "{} ({} unpacked)",
+        mib(size.written),
+        mib(size.uncompressed)
+    ));
 
     // Kernel, iPXE script, manifest.
     let step = progress.step("writing vmlinuz, boot.ipxe and manifest.json");

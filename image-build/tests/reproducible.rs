@@ -3,23 +3,68 @@
 //!
 //! Needs what a real build needs: apt package lists and network access to Debian's mirror for
 //! the first kernel download (then the cache in `<workspace>/.cache/shoal`), erofs-utils, and
-//! the cpio CLI to read the initramfs back. Missing tools fail the test; they never skip it.
+//! the cpio and lz4 CLIs to read the initramfs back. Missing tools fail the test; they never
+//! skip it.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use shoal_image_build::{BuildOptions, Compression, Manifest, ProgressMode, build};
+use shoal_image_build::{BuildOptions, Manifest, ProgressMode, build};
 
 fn build_into(out: &Path) -> Manifest {
     let mut options = BuildOptions::new("default");
     options.out_dir = Some(out.to_path_buf());
     options.progress = ProgressMode::Plain;
-    // The layout checks read the archive with the cpio CLI.
-    options.initramfs_compression = Some(Compression::None);
     build(&options).unwrap_or_else(|e| {
         panic!("building the default profile failed (CI installs erofs-utils, kmod, cpio and runs apt-get update): {e}")
     })
+}
+
+/// Splits the initramfs into its two archives: the stored one (newc, read up to its trailer) and
+/// the lz4-compressed one after it (unpacked with the lz4 CLI).
+fn initramfs_archives(initramfs: &[u8], scratch: &Path) -> (Vec<u8>, Vec<u8>) {
+    let field = |at: usize| {
+        let hex = std::str::from_utf8(&initramfs[at..at + 8]).expect("newc header is ASCII");
+        usize::from_str_radix(hex, 16).expect("newc header field is hex")
+    };
+    let align = |n: usize| n.div_ceil(4) * 4;
+    let mut at = 0;
+    loop {
+        assert_eq!(&initramfs[at..at + 6], b"070701", "newc magic at {at}");
+        let (filesize, namesize) = (field(at + 54), field(at + 94));
+        let name = &initramfs[at + 110..at + 110 + namesize - 1];
+        at = align(at + 110 + namesize);
+        at = align(at + filesize);
+        if name == b"TRAILER!!!" {
+            break;
+        }
+    }
+    let stored = initramfs[..at].to_vec();
+    let rest = initramfs[at..]
+        .iter()
+        .position(|&b| b != 0)
+        .map(|skip| &initramfs[at + skip..])
+        .expect("a second archive follows the stored one");
+    assert_eq!(rest[..4], [0x02, 0x21, 0x4c, 0x18], "lz4 legacy magic");
+    let compressed = scratch.join("initramfs-early.lz4");
+    std::fs::write(&compressed, rest).unwrap();
+    let output = Command::new("lz4")
+        .args(["-d", "-c"])
+        .arg(&compressed)
+        .output()
+        .expect("cannot run lz4 (install it; CI does)");
+    assert!(output.status.success(), "lz4 -d failed: {}", output.status);
+    (stored, output.stdout)
+}
+
+fn cpio(args: &[&str], archive: &[u8], dir: &Path) -> String {
+    let input = dir.join("archive.cpio");
+    std::fs::write(&input, archive).unwrap();
+    run(Command::new("cpio")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::fs::File::open(&input).unwrap()))
 }
 
 fn run(command: &mut Command) -> String {
@@ -72,11 +117,17 @@ fn default_profile_is_reproducible_and_follows_the_image_layout() {
     );
     assert!(first.modules.early > 0 && first.modules.full > first.modules.early);
 
-    // The initramfs.
-    let listing = run(Command::new("cpio")
-        .args(["-it", "--quiet"])
-        .stdin(std::fs::File::open(first_dir.join("initramfs")).unwrap()));
-    let entries: BTreeSet<&str> = listing.lines().collect();
+    // The initramfs: the root image stored, then everything else compressed.
+    let initramfs = std::fs::read(first_dir.join("initramfs")).unwrap();
+    let (stored, early) = initramfs_archives(&initramfs, scratch.path());
+    let stored_listing = cpio(&["-it", "--quiet"], &stored, scratch.path());
+    assert_eq!(
+        stored_listing.lines().collect::<Vec<_>>(),
+        ["shoal", "shoal/rootfs.erofs"],
+        "the stored archive holds only the root image"
+    );
+    let listing = cpio(&["-it", "--quiet"], &early, scratch.path());
+    let entries: BTreeSet<&str> = listing.lines().chain(stored_listing.lines()).collect();
     let moddir = format!("lib/modules/{kver}");
     for expected in [
         "init",
@@ -120,9 +171,7 @@ fn default_profile_is_reproducible_and_follows_the_image_layout() {
         entries.iter().filter(|e| e.ends_with(".ko")).count(),
         first.modules.early
     );
-    let verbose = run(Command::new("cpio")
-        .args(["-itv", "--quiet"])
-        .stdin(std::fs::File::open(first_dir.join("initramfs")).unwrap()));
+    let verbose = cpio(&["-itv", "--quiet"], &early, scratch.path());
     let console = verbose
         .lines()
         .find(|l| l.ends_with(" dev/console"))
@@ -132,10 +181,7 @@ fn default_profile_is_reproducible_and_follows_the_image_layout() {
     // The root image inside the initramfs is the one next to it.
     let extract = scratch.path().join("initramfs");
     std::fs::create_dir_all(&extract).unwrap();
-    run(Command::new("cpio")
-        .args(["-id", "--quiet", "shoal/rootfs.erofs"])
-        .current_dir(&extract)
-        .stdin(std::fs::File::open(first_dir.join("initramfs")).unwrap()));
+    cpio(&["-id", "--quiet", "shoal/rootfs.erofs"], &stored, &extract);
     assert!(
         std::fs::read(extract.join("shoal/rootfs.erofs")).unwrap()
             == std::fs::read(first_dir.join("rootfs.erofs")).unwrap(),
