@@ -48,7 +48,7 @@ fn initramfs_archives(initramfs: &[u8], scratch: &Path) -> (Vec<u8>, Vec<u8>) {
         .expect("a second archive follows the stored one");
     assert_eq!(rest[..4], [0x02, 0x21, 0x4c, 0x18], "lz4 legacy magic");
     let compressed = scratch.join("initramfs-early.lz4");
-    std::fs::write(&compressed, rest).unwrap();
+    std::fs::write(&compressed, rest).expect("write the compressed archive");
     let output = Command::new("lz4")
         .args(["-d", "-c"])
         .arg(&compressed)
@@ -60,11 +60,11 @@ fn initramfs_archives(initramfs: &[u8], scratch: &Path) -> (Vec<u8>, Vec<u8>) {
 
 fn cpio(args: &[&str], archive: &[u8], dir: &Path) -> String {
     let input = dir.join("archive.cpio");
-    std::fs::write(&input, archive).unwrap();
+    std::fs::write(&input, archive).expect("write the archive");
     run(Command::new("cpio")
         .args(args)
         .current_dir(dir)
-        .stdin(std::fs::File::open(&input).unwrap()))
+        .stdin(std::fs::File::open(&input).expect("open the archive")))
 }
 
 fn run(command: &mut Command) -> String {
