@@ -1,0 +1,9 @@
+//! Shoal's cluster daemon: machines that boot the same image become one cluster with no manual
+//! step. See README.md and docs/architecture.md.
+//!
+//! The decisions are sans-IO and tested on simulated clusters:
+//! - [`formation`]: who forms the cluster, and who joins it;
+//! - [`voters`]: which members vote.
+
+pub mod formation;
+pub mod voters;
