@@ -211,6 +211,28 @@ pub enum Event {
         timed_out: bool,
         links: Vec<String>,
     },
+    /// This node initialised a new cluster with these voters (and learners), as formation
+    /// decided; `ms` counts from shoal-clusterd's start.
+    #[serde(rename = "cluster.initialize")]
+    ClusterInitialize {
+        cluster_id: String,
+        voters: Vec<u64>,
+        learners: Vec<u64>,
+        ms: f64,
+    },
+    /// This node is a member of `cluster_id` and a leader is known; `ms` counts from
+    /// shoal-clusterd's start. Printed once per start.
+    #[serde(rename = "cluster.member")]
+    ClusterMember {
+        cluster_id: String,
+        node: u64,
+        leader: u64,
+        voter: bool,
+        ms: f64,
+    },
+    /// The leader this node follows changed (or it became leader).
+    #[serde(rename = "cluster.leader")]
+    ClusterLeader { leader: u64, term: u64 },
 }
 
 impl Event {
@@ -245,6 +267,9 @@ impl Event {
             Event::ConfigResolved { .. } => "config.resolved",
             Event::ConfigSourceFailed { .. } => "config.source_failed",
             Event::ConfigMaintenance { .. } => "config.maintenance",
+            Event::ClusterInitialize { .. } => "cluster.initialize",
+            Event::ClusterMember { .. } => "cluster.member",
+            Event::ClusterLeader { .. } => "cluster.leader",
         }
     }
 }
@@ -371,6 +396,20 @@ mod tests {
             Event::ShutdownBegin {
                 action: PowerAction::Poweroff,
                 reason: "SIGTERM".into(),
+            },
+            Event::ClusterMember {
+                cluster_id: "0a".into(),
+                node: 1,
+                leader: 2,
+                voter: true,
+                ms: 1.5,
+            },
+            Event::ClusterLeader { leader: 2, term: 3 },
+            Event::ClusterInitialize {
+                cluster_id: "0a".into(),
+                voters: vec![1],
+                learners: vec![],
+                ms: 1.0,
             },
         ];
         for event in events {

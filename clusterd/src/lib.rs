@@ -5,5 +5,12 @@
 //! - [`formation`]: who forms the cluster, and who joins it;
 //! - [`voters`]: which members vote.
 
+pub mod daemon;
 pub mod formation;
+pub mod keys;
+pub mod network;
+pub mod peer;
+pub mod raft;
+pub mod random;
+pub mod state;
 pub mod voters;

@@ -1,0 +1,78 @@
+//! `shoal-clusterd`: takes the node into its cluster (forming one with its peers when there is
+//! none) and keeps it there. Run by the supervisor after the configuration and the network.
+//!
+//! Exit codes: 1 when it cannot run (no cluster secret, ports taken), 2 for a bad command line.
+
+use std::process::ExitCode;
+
+use shoal_clusterd::daemon::{Options, run};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+const USAGE: &str = "\
+usage: shoal-clusterd [--config FILE] [--listen ADDR:PORT] [--advertise ADDR:PORT]
+defaults: /run/shoal/config.toml, 0.0.0.0:<cluster.port>, this node's address towards its
+first seed or the LAN
+";
+
+fn main() -> ExitCode {
+    let mut options = Options::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--help" || arg == "-h" {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        let Some(value) = args.next() else {
+            eprintln!("shoal-clusterd: {arg} needs a value\n{USAGE}");
+            return ExitCode::from(2);
+        };
+        let address = |v: &str| {
+            v.parse()
+                .map_err(|e| format!("{arg}: {v:?} is not ADDR:PORT ({e})"))
+        };
+        let parsed = match arg.as_str() {
+            "--config" => {
+                options.config = value.into();
+                Ok(())
+            }
+            "--listen" => address(&value).map(|a| options.listen = Some(a)),
+            "--advertise" => address(&value).map(|a| options.advertise = Some(a)),
+            _ => Err(format!("unknown option {arg}")),
+        };
+        if let Err(e) = parsed {
+            eprintln!("shoal-clusterd: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    let level = shoal_boot_events::node_log_level()
+        .parse::<tracing::Level>()
+        .unwrap_or(tracing::Level::INFO);
+    // openraft narrates every vote and replication step at info, and logs every failed call
+    // to an unreachable node (several a second) as an error: quiet unless the node is asked
+    // for debug logs. Its fatal errors reach the daemon through its metrics.
+    let openraft = if level >= tracing::Level::DEBUG {
+        tracing_subscriber::filter::LevelFilter::from_level(level)
+    } else {
+        tracing_subscriber::filter::LevelFilter::OFF
+    };
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target("openraft", openraft);
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_target(false),
+        )
+        .with(filter)
+        .init();
+    match run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

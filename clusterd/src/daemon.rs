@@ -1,0 +1,690 @@
+//! The daemon: drives [`Formation`] with announcements over UDP, runs consensus, serves the
+//! peer service, and keeps the cluster's membership and node records up to date.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow, bail};
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, ServerState};
+use shoal_boot_events::{Event, Record};
+use shoal_config::machine::MachineConfig;
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::formation::{Action, Announcement, Formation, Hint, NodeId, Settings, Timing};
+use crate::keys::{ClusterKeys, MAX_ANNOUNCEMENT};
+use crate::network::Network;
+use crate::peer::{Channel, JoinReply, JoinRequest, PeerError, Pool, Request, Response};
+use crate::raft::{MemLog, Raft, StateMachine};
+use crate::state::{Command, NodeInfo, Outcome};
+use crate::voters::{self, Member, Policy};
+
+/// How the daemon runs; the machine configuration supplies the rest.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The node's machine configuration (written by shoal-configd).
+    pub config: PathBuf,
+    /// Where the peer service (TCP) and announcements (UDP) listen; default
+    /// `0.0.0.0:<cluster.port>`.
+    pub listen: Option<SocketAddr>,
+    /// The address other nodes reach this one at; default: the source address the kernel picks
+    /// towards the first seed, or the LAN broadcast address.
+    pub advertise: Option<SocketAddr>,
+    pub timing: Timing,
+    /// Raft timing in milliseconds: heartbeat, election timeout low and high.
+    pub raft_timing: (u64, u64, u64),
+    /// Voter replacement and health.
+    pub unhealthy_after: Duration,
+    pub replace_after: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            config: PathBuf::from(shoal_config::NODE_CONFIG),
+            listen: None,
+            advertise: None,
+            timing: Timing::default(),
+            raft_timing: (50, 150, 300),
+            unhealthy_after: Duration::from_secs(3),
+            replace_after: Duration::from_secs(30),
+        }
+    }
+}
+
+fn emit(event: Event) {
+    println!("{}", Record::now(event).to_line());
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs the daemon until it fails.
+pub fn run(options: Options) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(options))
+}
+
+/// What every task of the daemon shares.
+struct Node {
+    id: NodeId,
+    name: String,
+    raft: Raft,
+    machine: StateMachine,
+    pool: Pool,
+    keys: ClusterKeys,
+    advertise: SocketAddr,
+    info: NodeInfo,
+    /// A leader has sent this node log entries or a snapshot.
+    contacted: AtomicBool,
+    joining: AtomicBool,
+    changing: AtomicBool,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("advertise", &self.advertise)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A peer request's answer timeout.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn serve(options: Options) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let text = std::fs::read_to_string(&options.config)
+        .with_context(|| format!("cannot read {}", options.config.display()))?;
+    let source = options.config.display().to_string();
+    let config = MachineConfig::parse(&source, &text, None).map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow!("{}", list.join("; "))
+    })?;
+    let cluster = &config.cluster;
+    let Some(secret) = &cluster.secret else {
+        bail!(
+            "{source} has no cluster.secret: without one this node neither forms nor joins a \
+             cluster (`shoalctl gen config` makes a configuration with one)"
+        );
+    };
+    let keys = ClusterKeys::new(secret.expose());
+    let listen = options
+        .listen
+        .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, cluster.port)));
+    let seeds: Vec<SocketAddr> = cluster
+        .seeds
+        .iter()
+        .filter_map(|s| match s.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                tracing::warn!(
+                    "seed {s:?} is not an IP address and port; names are not resolved yet (ignored)"
+                );
+                None
+            }
+        })
+        .collect();
+    let advertise = options
+        .advertise
+        .unwrap_or_else(|| SocketAddr::new(primary_address(cluster.port, &seeds), listen.port()));
+    let udp = UdpSocket::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for announcements on udp {listen}"))?;
+    udp.set_broadcast(true)?;
+    let tcp = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for peers on tcp {listen}"))?;
+
+    // The log lives in memory, so a restart is a new member: a fresh id every start keeps an
+    // old id from ever coming back with an empty log.
+    let id = crate::random::u64() >> 1;
+    let (heartbeat, low, high) = options.raft_timing;
+    let raft_config = openraft::Config {
+        cluster_name: cluster.name.clone(),
+        heartbeat_interval: heartbeat,
+        election_timeout_min: low,
+        election_timeout_max: high,
+        install_snapshot_timeout: 2000,
+        ..Default::default()
+    }
+    .validate()
+    .context("raft timing")?;
+    let machine = StateMachine::default();
+    let pool = Pool::new(keys.clone());
+    let raft = Raft::new(
+        id,
+        Arc::new(raft_config),
+        Network { pool: pool.clone() },
+        MemLog::default(),
+        machine.clone(),
+    )
+    .await
+    .context("cannot start consensus")?;
+    let hint = match config.node.voter {
+        shoal_config::machine::VoterHint::Auto => Hint::Auto,
+        shoal_config::machine::VoterHint::Prefer => Hint::Prefer,
+        shoal_config::machine::VoterHint::Never => Hint::Never,
+    };
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let node = Arc::new(Node {
+        id,
+        name: cluster.name.clone(),
+        raft,
+        machine,
+        pool,
+        keys,
+        advertise,
+        info: NodeInfo {
+            hostname,
+            addr: advertise.to_string(),
+            labels: config.node.labels.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            hint,
+        },
+        contacted: AtomicBool::new(false),
+        joining: AtomicBool::new(false),
+        changing: AtomicBool::new(false),
+    });
+    tracing::info!(
+        node = id,
+        cluster = %cluster.name,
+        %listen,
+        %advertise,
+        expected = cluster.expected_size,
+        "clusterd started"
+    );
+
+    tokio::spawn(accept_peers(tcp, node.clone()));
+
+    let settings = Settings {
+        cluster: cluster.name.clone(),
+        expected: cluster.expected_size,
+        voters: cluster.voters,
+        hint,
+        timing: options.timing,
+    };
+    let policy = Policy {
+        voters: cluster.voters as usize,
+        unhealthy_after: options.unhealthy_after,
+        replace_after: options.replace_after,
+    };
+    let mut formation = Formation::new(settings, id, advertise, unix_ms(), started.elapsed());
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_announce = Duration::ZERO;
+    let mut next_duty = Duration::ZERO;
+    let mut reported_member = false;
+    let mut registered = false;
+    let mut last_leader: Option<NodeId> = None;
+    let mut buf = vec![0u8; MAX_ANNOUNCEMENT + 1];
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            received = udp.recv_from(&mut buf) => {
+                if let Ok((len, from)) = received
+                    && let Some(announcement) = open(&node.keys, &buf[..len], from)
+                {
+                    let asker = announcement.addr;
+                    if formation.receive(announcement, started.elapsed()) {
+                        send(&udp, &node.keys, &formation.announcement(), asker).await;
+                    }
+                }
+            }
+        }
+        let now = started.elapsed();
+
+        // What consensus says about this node.
+        let metrics = node.raft.metrics().borrow().clone();
+        let in_membership = metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some();
+        if node.contacted.load(Ordering::Relaxed) {
+            formation.contacted();
+        }
+        let cluster_id = node.machine.read(|s| s.cluster_id).await;
+        if let (true, Some(leader), Some(cluster_id)) =
+            (in_membership, metrics.current_leader, cluster_id)
+        {
+            formation.set_member(cluster_id, Some(leader));
+            if !reported_member {
+                reported_member = true;
+                let voter = metrics
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == id);
+                emit(Event::ClusterMember {
+                    cluster_id: format!("{cluster_id:016x}"),
+                    node: id,
+                    leader,
+                    voter,
+                    ms: now.as_secs_f64() * 1000.0,
+                });
+            }
+        }
+        if metrics.current_leader != last_leader
+            && let Some(leader) = metrics.current_leader
+        {
+            last_leader = Some(leader);
+            emit(Event::ClusterLeader {
+                leader,
+                term: metrics.current_term,
+            });
+        }
+
+        if now >= next_announce {
+            next_announce = now + formation.announce_every();
+            let announcement = formation.announcement();
+            let mut targets: BTreeSet<SocketAddr> = seeds.iter().copied().collect();
+            targets.extend(formation.known().map(|(_, a)| a));
+            targets.insert(SocketAddr::from((Ipv4Addr::BROADCAST, listen.port())));
+            targets.remove(&advertise);
+            for target in targets {
+                send(&udp, &node.keys, &announcement, target).await;
+            }
+        }
+
+        match formation.poll(now) {
+            Some(Action::Initialize {
+                cluster_id,
+                voters,
+                learners,
+            }) => {
+                emit(Event::ClusterInitialize {
+                    cluster_id: format!("{cluster_id:016x}"),
+                    voters: voters.keys().copied().collect(),
+                    learners: learners.keys().copied().collect(),
+                    ms: now.as_secs_f64() * 1000.0,
+                });
+                tokio::spawn(initialize(node.clone(), cluster_id, voters, learners));
+            }
+            // One join attempt at a time; formation asks again if it fails.
+            Some(Action::Join(targets)) if !node.joining.swap(true, Ordering::AcqRel) => {
+                tokio::spawn(join(node.clone(), targets));
+            }
+            Some(Action::Join(_)) | None => {}
+        }
+
+        if in_membership && cluster_id.is_some() && now >= next_duty {
+            next_duty = now + Duration::from_secs(1);
+            let command = if registered {
+                Command::Heartbeat { id, now_ms: 0 }
+            } else {
+                Command::Node {
+                    id,
+                    info: node.info.clone(),
+                    now_ms: 0,
+                }
+            };
+            let n = node.clone();
+            let first = !registered;
+            registered = true;
+            tokio::spawn(async move {
+                if let Err(e) = n.propose(command, false).await {
+                    let what = if first {
+                        "register"
+                    } else {
+                        "send a heartbeat"
+                    };
+                    tracing::debug!("cannot {what}: {e}");
+                }
+            });
+            if metrics.state == ServerState::Leader && !node.changing.load(Ordering::Acquire) {
+                manage_voters(&node, &metrics, &policy).await;
+            }
+        }
+    }
+}
+
+/// The source address the kernel uses towards the first seed or the LAN broadcast address.
+fn primary_address(port: u16, seeds: &[SocketAddr]) -> IpAddr {
+    let target = seeds
+        .first()
+        .copied()
+        .unwrap_or(SocketAddr::from((Ipv4Addr::BROADCAST, port)));
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.set_broadcast(true)?;
+            s.connect(target)?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+fn open(keys: &ClusterKeys, packet: &[u8], from: SocketAddr) -> Option<Announcement> {
+    let plain = match keys.open_announcement(packet) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!("announcement from {from} refused: {e}");
+            return None;
+        }
+    };
+    let mut a: Announcement = match serde_json::from_slice(&plain) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!("announcement from {from} is malformed: {e}");
+            return None;
+        }
+    };
+    if a.addr.ip().is_unspecified() {
+        a.addr.set_ip(from.ip());
+    }
+    Some(a)
+}
+
+async fn send(udp: &UdpSocket, keys: &ClusterKeys, a: &Announcement, to: SocketAddr) {
+    let sealed = serde_json::to_vec(a)
+        .map_err(|e| e.to_string())
+        .and_then(|plain| keys.seal_announcement(&plain).map_err(|e| e.to_string()));
+    match sealed {
+        Ok(packet) => {
+            if let Err(e) = udp.send_to(&packet, to).await {
+                tracing::trace!("announcement to {to}: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("cannot seal an announcement: {e}"),
+    }
+}
+
+async fn initialize(
+    node: Arc<Node>,
+    cluster_id: u64,
+    voters: BTreeMap<NodeId, SocketAddr>,
+    learners: BTreeMap<NodeId, SocketAddr>,
+) {
+    let members: BTreeMap<NodeId, BasicNode> = voters
+        .iter()
+        .map(|(id, a)| (*id, BasicNode::new(a)))
+        .collect();
+    match node.raft.initialize(members).await {
+        Ok(()) => {}
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+            tracing::info!("consensus was already initialised");
+        }
+        Err(e) => {
+            tracing::error!("cannot initialise the cluster: {e}");
+            return;
+        }
+    }
+    // The first entry names the cluster; then the learners of the initial set join.
+    let init = Command::Init {
+        cluster_id,
+        name: node.name.clone(),
+    };
+    while let Err(e) = node.propose(init.clone(), false).await {
+        tracing::debug!("naming the cluster: {e} (retrying)");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (id, addr) in learners {
+        let req = JoinRequest {
+            id,
+            addr,
+            hint: Hint::Auto,
+            forwarded: false,
+        };
+        if let Err(e) = node.join_request(req).await {
+            tracing::warn!("cannot add node {id} as a learner: {e}");
+        }
+    }
+}
+
+async fn join(node: Arc<Node>, targets: Vec<SocketAddr>) {
+    let request = Request::Join(JoinRequest {
+        id: node.id,
+        addr: node.advertise,
+        hint: node.info.hint,
+        forwarded: false,
+    });
+    for target in targets {
+        match node.pool.call(target, &request, CALL_TIMEOUT).await {
+            Ok(Response::Join(Ok(reply))) => {
+                tracing::info!(
+                    cluster = format!("{:016x}", reply.cluster_id),
+                    leader = reply.leader,
+                    "joined through {target}"
+                );
+                break;
+            }
+            Ok(Response::Join(Err(e))) => tracing::info!("join through {target} refused: {e}"),
+            Ok(other) => tracing::warn!("join through {target}: unexpected answer {other:?}"),
+            Err(e) => tracing::info!("join through {target} failed: {e}"),
+        }
+    }
+    node.joining.store(false, Ordering::Release);
+}
+
+/// Applies the voter policy's next step, if any, in the background.
+async fn manage_voters(
+    node: &Arc<Node>,
+    metrics: &openraft::RaftMetrics<NodeId, BasicNode>,
+    policy: &Policy,
+) {
+    let membership = metrics.membership_config.membership();
+    let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let last = metrics.last_log_index.unwrap_or(0);
+    let now_ms = unix_ms();
+    let records = node.machine.read(|s| s.nodes.clone()).await;
+    let members: Vec<Member> = membership
+        .nodes()
+        .map(|(id, _)| {
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(id).cloned().flatten())
+                .map_or(0, |l| l.index);
+            let record = records.get(id);
+            Member {
+                id: *id,
+                voter: voter_ids.contains(id),
+                hint: record.map_or(Hint::Auto, |r| r.info.hint),
+                silent_for: if *id == node.id {
+                    None
+                } else {
+                    // A node that has not registered yet counts as just heard from.
+                    Some(record.map_or(Duration::ZERO, |r| {
+                        Duration::from_millis(now_ms.saturating_sub(r.heartbeat_ms))
+                    }))
+                },
+                caught_up: *id == node.id || last.saturating_sub(matched) <= 64,
+            }
+        })
+        .collect();
+    let Some(next) = voters::next_voters(&members, policy) else {
+        return;
+    };
+    node.changing.store(true, Ordering::Release);
+    let n = node.clone();
+    tokio::spawn(async move {
+        tracing::info!(?next, "changing voters");
+        if let Err(e) = n.raft.change_membership(next, true).await {
+            tracing::warn!("voter change failed: {e}");
+        }
+        n.changing.store(false, Ordering::Release);
+    });
+}
+
+impl Node {
+    fn leader_addr(&self, leader: NodeId) -> Option<SocketAddr> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .and_then(|n| n.addr.parse().ok())
+    }
+
+    /// Adds a node as a learner on the leader, or forwards the request to it once.
+    async fn join_request(&self, req: JoinRequest) -> Result<JoinReply, String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        match metrics.current_leader {
+            Some(leader) if leader == self.id => {
+                let known = metrics
+                    .membership_config
+                    .membership()
+                    .get_node(&req.id)
+                    .is_some();
+                if !known {
+                    self.raft
+                        .add_learner(req.id, BasicNode::new(req.addr), false)
+                        .await
+                        .map_err(|e| format!("cannot add node {}: {e}", req.id))?;
+                }
+                let cluster_id = self
+                    .machine
+                    .read(|s| s.cluster_id)
+                    .await
+                    .ok_or("the cluster is still being named")?;
+                let metrics = self.raft.metrics().borrow().clone();
+                Ok(JoinReply {
+                    cluster_id,
+                    leader: self.id,
+                    members: metrics
+                        .membership_config
+                        .membership()
+                        .nodes()
+                        .map(|(id, n)| (*id, n.clone()))
+                        .collect(),
+                })
+            }
+            Some(leader) if !req.forwarded => {
+                let addr = self
+                    .leader_addr(leader)
+                    .ok_or(format!("leader {leader} has no address"))?;
+                let forwarded = Request::Join(JoinRequest {
+                    forwarded: true,
+                    ..req
+                });
+                match self.pool.call(addr, &forwarded, CALL_TIMEOUT).await {
+                    Ok(Response::Join(r)) => r,
+                    Ok(other) => Err(format!("leader answered {other:?}")),
+                    Err(e) => Err(format!("cannot reach leader {leader} at {addr}: {e}")),
+                }
+            }
+            Some(leader) => Err(format!("not the leader (node {leader} is)")),
+            None => Err("no leader yet".into()),
+        }
+    }
+
+    /// Proposes a command on the leader, or forwards it there once. Node records and
+    /// heartbeats are stamped with the leader's clock.
+    async fn propose(&self, mut command: Command, forwarded: bool) -> Result<Outcome, String> {
+        command.validate().map_err(|e| e.to_string())?;
+        let metrics = self.raft.metrics().borrow().clone();
+        match metrics.current_leader {
+            Some(leader) if leader == self.id => {
+                match &mut command {
+                    Command::Node { now_ms, .. } | Command::Heartbeat { now_ms, .. } => {
+                        *now_ms = unix_ms();
+                    }
+                    _ => {}
+                }
+                match self.raft.client_write(command).await {
+                    Ok(r) => Ok(r.data),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                        Err(format!("leadership moved to {:?}; try again", f.leader_id))
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Some(leader) if !forwarded => {
+                let addr = self
+                    .leader_addr(leader)
+                    .ok_or(format!("leader {leader} has no address"))?;
+                let request = Request::Propose {
+                    command,
+                    forwarded: true,
+                };
+                match self.pool.call(addr, &request, CALL_TIMEOUT).await {
+                    Ok(Response::Propose(r)) => r,
+                    Ok(other) => Err(format!("leader answered {other:?}")),
+                    Err(e) => Err(format!("cannot reach leader {leader} at {addr}: {e}")),
+                }
+            }
+            Some(leader) => Err(format!("not the leader (node {leader} is)")),
+            None => Err("no leader: the cluster has no quorum or is electing one".into()),
+        }
+    }
+
+    async fn answer(&self, request: Request) -> Response {
+        match request {
+            Request::AppendEntries(r) => {
+                self.contacted.store(true, Ordering::Relaxed);
+                Response::AppendEntries(self.raft.append_entries(r).await)
+            }
+            Request::Vote(r) => Response::Vote(self.raft.vote(r).await),
+            Request::InstallSnapshot(r) => {
+                self.contacted.store(true, Ordering::Relaxed);
+                Response::InstallSnapshot(self.raft.install_snapshot(r).await)
+            }
+            Request::Join(r) => Response::Join(self.join_request(r).await),
+            Request::Propose { command, forwarded } => {
+                Response::Propose(self.propose(command, forwarded).await)
+            }
+        }
+    }
+}
+
+async fn accept_peers(listener: TcpListener, node: Arc<Node>) {
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("accepting a peer connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut channel = match Channel::accept(stream, &node.keys).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::info!("peer connection from {from} refused: {e}");
+                    return;
+                }
+            };
+            loop {
+                let request: Request = match channel.receive().await {
+                    Ok(r) => r,
+                    Err(PeerError::Authentication) => {
+                        tracing::warn!(
+                            "peer {from} refused: it does not have this cluster's secret"
+                        );
+                        return;
+                    }
+                    Err(PeerError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!("peer {from}: {e}");
+                        return;
+                    }
+                };
+                let response = node.answer(request).await;
+                if let Err(e) = channel.send(&response).await {
+                    tracing::debug!("answering {from}: {e}");
+                    return;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,337 @@
+//! The replicated state, sans-IO: commands in, outcomes out, applied in log order on every
+//! node. Consensus decides the order; this decides what each command does.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::formation::NodeId;
+
+/// What a node tells the cluster about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub hostname: String,
+    /// Where its peer service listens.
+    pub addr: String,
+    /// `node.labels` from its machine configuration.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The image version it runs.
+    #[serde(default)]
+    pub version: String,
+    /// Its wish about voting (`node.voter`).
+    #[serde(default)]
+    pub hint: crate::formation::Hint,
+}
+
+/// A node as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub info: NodeInfo,
+    /// Unix time (ms) of the first registration and of the last heartbeat, by the leader's
+    /// clock when it proposed the command.
+    pub joined_ms: u64,
+    pub heartbeat_ms: u64,
+}
+
+/// A value in the key-value space, with the revision that last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Value {
+    pub value: String,
+    pub revision: u64,
+}
+
+/// A command proposed to the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum Command {
+    /// The first command of a new cluster: its id and name. Later ones change nothing.
+    Init {
+        cluster_id: u64,
+        name: String,
+    },
+    Put {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
+    /// Writes `value` (or deletes with `None`) only if the key's revision is `expected`
+    /// (0: the key must not exist).
+    Cas {
+        key: String,
+        expected: u64,
+        value: Option<String>,
+    },
+    /// Registers or updates a node.
+    Node {
+        id: NodeId,
+        info: NodeInfo,
+        now_ms: u64,
+    },
+    Heartbeat {
+        id: NodeId,
+        now_ms: u64,
+    },
+    /// Written by consensus itself (a new leader's blank entry, membership changes).
+    Noop,
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result")]
+pub enum Outcome {
+    #[default]
+    Done,
+    /// A write: the revision it created, and the value it replaced.
+    Written {
+        revision: u64,
+        previous: Option<Value>,
+    },
+    /// A compare-and-set whose expectation failed: the current value.
+    CasFailed { current: Option<Value> },
+    /// A heartbeat from a node that has not registered.
+    UnknownNode,
+}
+
+/// Limits on what the key-value space accepts, checked before a command is proposed.
+pub const MAX_KEY: usize = 512;
+pub const MAX_VALUE: usize = 64 * 1024;
+
+/// Why a command is refused before it is proposed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidCommand {
+    #[error("the key is empty")]
+    EmptyKey,
+    #[error("the key is {0} bytes; the limit is {MAX_KEY}")]
+    KeyTooLong(usize),
+    #[error("the value is {0} bytes; the limit is {MAX_VALUE}")]
+    ValueTooLarge(usize),
+}
+
+impl Command {
+    /// Checks the limits a client request must respect.
+    pub fn validate(&self) -> Result<(), InvalidCommand> {
+        let (key, value) = match self {
+            Command::Put { key, value } => (key, Some(value)),
+            Command::Delete { key } => (key, None),
+            Command::Cas { key, value, .. } => (key, value.as_ref()),
+            _ => return Ok(()),
+        };
+        if key.is_empty() {
+            return Err(InvalidCommand::EmptyKey);
+        }
+        if key.len() > MAX_KEY {
+            return Err(InvalidCommand::KeyTooLong(key.len()));
+        }
+        if let Some(v) = value
+            && v.len() > MAX_VALUE
+        {
+            return Err(InvalidCommand::ValueTooLarge(v.len()));
+        }
+        Ok(())
+    }
+}
+
+/// The whole replicated state (also the snapshot format).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct State {
+    /// From the [`Command::Init`] that began the cluster.
+    pub cluster_id: Option<u64>,
+    pub name: String,
+    /// Bumped by every write to the key-value space.
+    pub revision: u64,
+    pub kv: BTreeMap<String, Value>,
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+}
+
+impl State {
+    pub fn apply(&mut self, command: &Command) -> Outcome {
+        match command {
+            Command::Init { cluster_id, name } => {
+                if self.cluster_id.is_none() {
+                    self.cluster_id = Some(*cluster_id);
+                    self.name = name.clone();
+                }
+                Outcome::Done
+            }
+            Command::Put { key, value } => self.write(key, Some(value.clone())),
+            Command::Delete { key } => self.write(key, None),
+            Command::Cas {
+                key,
+                expected,
+                value,
+            } => {
+                let current = self.kv.get(key);
+                if current.map_or(0, |v| v.revision) != *expected {
+                    return Outcome::CasFailed {
+                        current: current.cloned(),
+                    };
+                }
+                self.write(key, value.clone())
+            }
+            Command::Node { id, info, now_ms } => {
+                let joined_ms = self.nodes.get(id).map_or(*now_ms, |n| n.joined_ms);
+                self.nodes.insert(
+                    *id,
+                    NodeRecord {
+                        info: info.clone(),
+                        joined_ms,
+                        heartbeat_ms: *now_ms,
+                    },
+                );
+                Outcome::Done
+            }
+            Command::Heartbeat { id, now_ms } => match self.nodes.get_mut(id) {
+                Some(n) => {
+                    n.heartbeat_ms = n.heartbeat_ms.max(*now_ms);
+                    Outcome::Done
+                }
+                None => Outcome::UnknownNode,
+            },
+            Command::Noop => Outcome::Done,
+        }
+    }
+
+    fn write(&mut self, key: &str, value: Option<String>) -> Outcome {
+        self.revision += 1;
+        let previous = match value {
+            Some(value) => self.kv.insert(
+                key.to_owned(),
+                Value {
+                    value,
+                    revision: self.revision,
+                },
+            ),
+            None => self.kv.remove(key),
+        };
+        Outcome::Written {
+            revision: self.revision,
+            previous,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &str, v: &str) -> Command {
+        Command::Put {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    #[test]
+    fn puts_and_deletes_bump_the_revision() {
+        let mut s = State::default();
+        assert_eq!(
+            s.apply(&put("a", "1")),
+            Outcome::Written {
+                revision: 1,
+                previous: None
+            }
+        );
+        let Outcome::Written { revision, previous } = s.apply(&put("a", "2")) else {
+            panic!()
+        };
+        assert_eq!(
+            (revision, previous.map(|p| p.value)),
+            (2, Some("1".to_owned()))
+        );
+        s.apply(&Command::Delete { key: "a".into() });
+        assert_eq!(s.revision, 3);
+        assert!(s.kv.is_empty());
+    }
+
+    #[test]
+    fn compare_and_set_checks_the_revision() {
+        let mut s = State::default();
+        let cas = |expected, value: Option<&str>| Command::Cas {
+            key: "k".into(),
+            expected,
+            value: value.map(Into::into),
+        };
+        // 0: create only if absent.
+        assert!(matches!(
+            s.apply(&cas(0, Some("a"))),
+            Outcome::Written { revision: 1, .. }
+        ));
+        assert_eq!(
+            s.apply(&cas(0, Some("b"))),
+            Outcome::CasFailed {
+                current: Some(Value {
+                    value: "a".into(),
+                    revision: 1
+                })
+            }
+        );
+        assert!(matches!(
+            s.apply(&cas(1, Some("b"))),
+            Outcome::Written { revision: 2, .. }
+        ));
+        assert!(matches!(
+            s.apply(&cas(2, None)),
+            Outcome::Written { revision: 3, .. }
+        ));
+        assert!(s.kv.is_empty());
+        assert_eq!(s.apply(&cas(3, None)), Outcome::CasFailed { current: None });
+    }
+
+    #[test]
+    fn the_first_init_names_the_cluster_for_good() {
+        let mut s = State::default();
+        let init = |id| Command::Init {
+            cluster_id: id,
+            name: format!("c{id}"),
+        };
+        s.apply(&init(5));
+        s.apply(&init(6));
+        assert_eq!((s.cluster_id, s.name.as_str()), (Some(5), "c5"));
+    }
+
+    #[test]
+    fn nodes_register_and_heartbeat() {
+        let mut s = State::default();
+        assert_eq!(
+            s.apply(&Command::Heartbeat { id: 7, now_ms: 5 }),
+            Outcome::UnknownNode
+        );
+        let info = NodeInfo {
+            hostname: "n7".into(),
+            addr: "10.0.0.7:7700".into(),
+            ..NodeInfo::default()
+        };
+        s.apply(&Command::Node {
+            id: 7,
+            info: info.clone(),
+            now_ms: 10,
+        });
+        s.apply(&Command::Heartbeat { id: 7, now_ms: 20 });
+        // A late heartbeat never moves the time back.
+        s.apply(&Command::Heartbeat { id: 7, now_ms: 15 });
+        s.apply(&Command::Node {
+            id: 7,
+            info,
+            now_ms: 30,
+        });
+        let n = &s.nodes[&7];
+        assert_eq!((n.joined_ms, n.heartbeat_ms), (10, 30));
+    }
+
+    #[test]
+    fn limits_are_checked_before_proposing() {
+        assert_eq!(put("", "x").validate(), Err(InvalidCommand::EmptyKey));
+        assert_eq!(
+            put(&"k".repeat(MAX_KEY + 1), "x").validate(),
+            Err(InvalidCommand::KeyTooLong(MAX_KEY + 1))
+        );
+        assert_eq!(
+            put("k", &"v".repeat(MAX_VALUE + 1)).validate(),
+            Err(InvalidCommand::ValueTooLarge(MAX_VALUE + 1))
+        );
+        assert_eq!(put("k", "v").validate(), Ok(()));
+    }
+}
