@@ -230,6 +230,9 @@ pub enum Event {
         voter: bool,
         ms: f64,
     },
+    /// This node takes no part in a cluster (no cluster secret in its configuration).
+    #[serde(rename = "cluster.disabled")]
+    ClusterDisabled { reason: String },
     /// The leader this node follows changed (or it became leader).
     #[serde(rename = "cluster.leader")]
     ClusterLeader { leader: u64, term: u64 },
@@ -270,6 +273,7 @@ impl Event {
             Event::ClusterInitialize { .. } => "cluster.initialize",
             Event::ClusterMember { .. } => "cluster.member",
             Event::ClusterLeader { .. } => "cluster.leader",
+            Event::ClusterDisabled { .. } => "cluster.disabled",
         }
     }
 }
@@ -405,6 +409,9 @@ mod tests {
                 ms: 1.5,
             },
             Event::ClusterLeader { leader: 2, term: 3 },
+            Event::ClusterDisabled {
+                reason: "no secret".into(),
+            },
             Event::ClusterInitialize {
                 cluster_id: "0a".into(),
                 voters: vec![1],

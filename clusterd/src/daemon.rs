@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ServerState};
 use shoal_boot_events::{Event, Record};
@@ -66,7 +66,8 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Runs the daemon until it fails.
+/// Runs the daemon until it fails; returns at once when the configuration has no cluster
+/// secret (the node then stays out of any cluster, and says so).
 pub fn run(options: Options) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -114,10 +115,13 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     })?;
     let cluster = &config.cluster;
     let Some(secret) = &cluster.secret else {
-        bail!(
+        let reason = format!(
             "{source} has no cluster.secret: without one this node neither forms nor joins a \
              cluster (`shoalctl gen config` makes a configuration with one)"
         );
+        tracing::warn!("{reason}");
+        emit(Event::ClusterDisabled { reason });
+        return Ok(());
     };
     let keys = ClusterKeys::new(secret.expose());
     let listen = options
@@ -226,6 +230,7 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_announce = Duration::ZERO;
+    let mut last_announced = formation.announced();
     let mut next_duty = Duration::ZERO;
     let mut reported_member = false;
     let mut registered = false;
@@ -288,18 +293,6 @@ async fn serve(options: Options) -> anyhow::Result<()> {
             });
         }
 
-        if now >= next_announce {
-            next_announce = now + formation.announce_every();
-            let announcement = formation.announcement();
-            let mut targets: BTreeSet<SocketAddr> = seeds.iter().copied().collect();
-            targets.extend(formation.known().map(|(_, a)| a));
-            targets.insert(SocketAddr::from((Ipv4Addr::BROADCAST, listen.port())));
-            targets.remove(&advertise);
-            for target in targets {
-                send(&udp, &node.keys, &announcement, target).await;
-            }
-        }
-
         match formation.poll(now) {
             Some(Action::Initialize {
                 cluster_id,
@@ -319,6 +312,20 @@ async fn serve(options: Options) -> anyhow::Result<()> {
                 tokio::spawn(join(node.clone(), targets));
             }
             Some(Action::Join(_)) | None => {}
+        }
+
+        let announced = formation.announced();
+        if now >= next_announce || announced != last_announced {
+            last_announced = announced;
+            next_announce = now + formation.announce_every();
+            let announcement = formation.announcement();
+            let mut targets: BTreeSet<SocketAddr> = seeds.iter().copied().collect();
+            targets.extend(formation.known().map(|(_, a)| a));
+            targets.insert(SocketAddr::from((Ipv4Addr::BROADCAST, listen.port())));
+            targets.remove(&advertise);
+            for target in targets {
+                send(&udp, &node.keys, &announcement, target).await;
+            }
         }
 
         if in_membership && cluster_id.is_some() && now >= next_duty {

@@ -264,10 +264,9 @@ impl Formation {
         }
     }
 
-    /// What to announce now (each call numbers a new announcement).
-    pub fn announcement(&mut self) -> Announcement {
-        self.seq += 1;
-        let state = match &self.phase {
+    /// The phase this node announces now.
+    pub fn announced(&self) -> Announced {
+        match &self.phase {
             Phase::Forming => Announced::Forming {
                 proposal: self
                     .locked
@@ -283,7 +282,14 @@ impl Formation {
                     leader: self.leader,
                 }
             }
-        };
+        }
+    }
+
+    /// What to announce now (each call numbers a new announcement). The driver announces every
+    /// [`Formation::announce_every`], and at once when [`Formation::announced`] changes, so a
+    /// new proposal or lock reaches the peers without waiting for the next round.
+    pub fn announcement(&mut self) -> Announcement {
+        self.seq += 1;
         Announcement {
             cluster: self.settings.cluster.clone(),
             node: self.me,
@@ -292,7 +298,7 @@ impl Formation {
             seq: self.seq,
             expected: self.expected as u32,
             hint: self.settings.hint,
-            state,
+            state: self.announced(),
         }
     }
 

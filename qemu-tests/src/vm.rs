@@ -285,6 +285,10 @@ impl VmBuilder {
         if let Some(smp) = &self.smp {
             args.extend(["-smp".into(), smp.clone()]);
         }
+        // An entropy source, as KVM clouds and libvirt give every VM (and RDRAND gives physical
+        // servers): without one the kernel's CRNG under TCG is seeded only when a blocking
+        // getrandom() runs its jitter collector, about a second of one vCPU.
+        args.extend(["-device".into(), "virtio-rng-pci".into()]);
         let cpu = self
             .cpu
             .clone()

@@ -1,0 +1,153 @@
+//! Cluster membership in booted VMs (issue 6): three VMs started together on one LAN, with a
+//! cluster secret from the configuration URL and no addresses configured anywhere, become one
+//! cluster with a leader and no manual step; powering the leader off elects another.
+
+use std::time::Duration;
+
+use shoal_qemu_tests::events::Event;
+use shoal_qemu_tests::testing::{boot_timeout, start, test_image};
+use shoal_qemu_tests::{Network, NicModel, Vm, scaled};
+
+const SECRET: &str = "dm0gY2x1c3RlciB0ZXN0IHNlY3JldCwgMzIgYnl0ZXMhIQ==";
+
+fn fail(vms: &[Vm], message: String) -> anyhow::Error {
+    let mut text = message;
+    for vm in vms {
+        vm.mark_failed();
+        text.push_str(&format!(
+            "\n--- {} console tail:\n{}",
+            vm.name(),
+            vm.tail(40)
+        ));
+    }
+    anyhow::anyhow!(text)
+}
+
+struct Membership {
+    cluster_id: String,
+    node: u64,
+    leader: u64,
+    /// Host time since this VM's QEMU started.
+    at: Duration,
+}
+
+fn membership(vm: &Vm) -> anyhow::Result<Membership> {
+    vm.wait_for_event("cluster.member", boot_timeout())?;
+    let timed = vm
+        .events()
+        .into_iter()
+        .find(|e| e.name() == "cluster.member")
+        .ok_or_else(|| anyhow::anyhow!("cluster.member vanished"))?;
+    let Event::ClusterMember {
+        cluster_id,
+        node,
+        leader,
+        ..
+    } = timed.record.event
+    else {
+        unreachable!()
+    };
+    Ok(Membership {
+        cluster_id,
+        node,
+        leader,
+        at: timed.at,
+    })
+}
+
+#[test]
+fn three_vms_booted_together_form_one_cluster_and_elect_a_new_leader_when_it_powers_off()
+-> anyhow::Result<()> {
+    let image = test_image()?;
+    let mut network = Network::new()?;
+    network.start_dnsmasq(network.dhcp_config())?;
+    let www = tempfile::tempdir()?;
+    std::fs::write(
+        www.path().join("cluster.toml"),
+        format!("[cluster]\nname = \"vmlab\"\nsecret = \"{SECRET}\"\nexpected_size = 3\n"),
+    )?;
+    network.serve_http(www.path())?;
+    let mut vms = Vec::new();
+    for i in 0..3 {
+        vms.push(start(&image, &format!("cluster{i}"), |b| {
+            b.nic(&network, NicModel::VirtioNet)
+                .cmdline("shoal.config=http://10.77.0.1/cluster.toml")
+        })?);
+    }
+    let mut members = Vec::new();
+    for vm in &vms {
+        members.push(membership(vm).map_err(|e| fail(&vms, e.to_string()))?);
+    }
+    let first = &members[0];
+    if members
+        .iter()
+        .any(|m| m.cluster_id != first.cluster_id || m.leader != first.leader)
+    {
+        let seen: Vec<(String, u64)> = members
+            .iter()
+            .map(|m| (m.cluster_id.clone(), m.leader))
+            .collect();
+        return Err(fail(
+            &vms,
+            format!("not one cluster with one leader: {seen:?}"),
+        ));
+    }
+    let times: Vec<String> = members
+        .iter()
+        .map(|m| format!("{:.2}", m.at.as_secs_f64()))
+        .collect();
+    println!(
+        "three VMs members of cluster {} with leader {}, seconds from each QEMU start: {}",
+        first.cluster_id,
+        first.leader,
+        times.join(", ")
+    );
+    for vm in &vms {
+        let steps: Vec<String> = vm
+            .events()
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.name(),
+                    "boot.complete"
+                        | "network.online"
+                        | "config.resolved"
+                        | "cluster.initialize"
+                        | "cluster.leader"
+                        | "cluster.member"
+                ) || matches!(&e.record.event, Event::Service { name, .. } if name == "clusterd")
+            })
+            .map(|e| format!("{} {:.2}", e.name(), e.at.as_secs_f64()))
+            .collect();
+        println!("{}: {}", vm.name(), steps.join(", "));
+        if std::env::var_os("SHOAL_CLUSTER_DEBUG").is_some() {
+            for l in vm.lines().iter().filter(|l| l.text.contains("clusterd")) {
+                println!("  {:.2} {}", l.at.as_secs_f64(), l.text);
+            }
+        }
+    }
+
+    // Power cut on the leader.
+    let Some(leader) = members.iter().position(|m| m.node == first.leader) else {
+        return Err(fail(&vms, "the leader is none of the three".into()));
+    };
+    let old = first.leader;
+    vms[leader].kill();
+    let cut = std::time::Instant::now();
+    for (i, vm) in vms.iter().enumerate() {
+        if i == leader {
+            continue;
+        }
+        vm.wait_for_event_matching(
+            "cluster.leader",
+            scaled(Duration::from_secs(15)),
+            |r| matches!(r.event, Event::ClusterLeader { leader, .. } if leader != old),
+        )
+        .map_err(|e| fail(&vms, format!("{}: no new leader: {e}", vm.name())))?;
+    }
+    println!(
+        "new leader seen by both survivors {:.2} s after the leader's QEMU was killed (host clock)",
+        cut.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
