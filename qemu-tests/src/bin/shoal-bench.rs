@@ -1,8 +1,9 @@
 //! `shoal-bench`: boot-time benchmark. Boots 1 VM, then 3 VMs started together, R times each,
-//! on a network with a DHCP server, and prints per node the median host seconds from QEMU's
-//! start to every boot event up to `network.online`, next to the floor: the same kernel with a
-//! trivial `/init` that only says it was reached. One row is a duration rather than a moment:
-//! netd's start to its first lease.
+//! on a network with a DHCP server and a configuration URL (a cluster secret, the expected size
+//! set to the number of VMs), and prints per node the median host seconds from QEMU's start to
+//! every boot event up to `cluster.member` (the node is in the cluster and a leader is known),
+//! next to the floor: the same kernel with a trivial `/init` that only says it was reached. One
+//! row is a duration rather than a moment: netd's start to its first lease.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ type Timings = BTreeMap<String, f64>;
 /// Not a moment but a duration: netd's start to its first lease applied, in seconds.
 const NETD_LEASE_LABEL: &str = "(duration) netd start -> first lease";
 
+/// The bench cluster's secret (a test value, never a real cluster's).
+const BENCH_SECRET: &str = "YmVuY2ggY2x1c3RlciBzZWNyZXQsIG5vdCBmb3IgdXNlIQ==";
+
 /// The label of the floor's only milestone.
 const FLOOR_LABEL: &str = "floor (/init reached)";
 
@@ -96,9 +100,21 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     eprintln!("building the floor initramfs (shoal-floor-init)");
     let floor = build_floor_initramfs(scratch.path())?;
-    // DHCP for the nodes, so that the image runs measure boot to network-online too.
+    // DHCP for the nodes, and their configuration over HTTP: one file per cluster size.
     let mut network = Network::new()?;
     network.start_dnsmasq(network.dhcp_config())?;
+    let www = scratch.path().join("www");
+    std::fs::create_dir_all(&www).context("creating the web root")?;
+    for size in [1, args.concurrent] {
+        std::fs::write(
+            www.join(format!("cluster-{size}.toml")),
+            format!(
+                "[cluster]\nname = \"bench\"\nsecret = \"{BENCH_SECRET}\"\nexpected_size = {size}\n"
+            ),
+        )
+        .context("writing the bench configuration")?;
+    }
+    network.serve_http(&www)?;
     let bench = Bench {
         args,
         image: &image,
@@ -200,6 +216,10 @@ impl Bench<'_> {
                 .nic(&self.network, NicModel::VirtioNet);
             if kind == Kind::Floor {
                 builder = builder.initrd(&self.floor);
+            } else {
+                builder = builder.cmdline(format!(
+                    "shoal.config=http://10.77.0.1/cluster-{count}.toml"
+                ));
             }
             vms.push(builder.start()?);
         }
@@ -210,6 +230,7 @@ impl Bench<'_> {
                 Kind::Image => {
                     vm.wait_for_event("boot.complete", timeout)?;
                     vm.wait_for_event("network.online", timeout)?;
+                    vm.wait_for_event("cluster.member", timeout)?;
                     for event in vm.events() {
                         timings
                             .entry(event_label(&event.record.event))
@@ -387,6 +408,7 @@ fn render(report: &Report, scenarios: &[String]) -> String {
     };
     out.push_str(&row("boot.complete - floor", over_floor("boot.complete")));
     out.push_str(&row("network.online - floor", over_floor("network.online")));
+    out.push_str(&row("cluster.member - floor", over_floor("cluster.member")));
     out.push_str("\nimage sizes (manifest.json):\n");
     let name_width = report.sizes.keys().map(String::len).max().unwrap_or(0);
     for (name, size) in &report.sizes {

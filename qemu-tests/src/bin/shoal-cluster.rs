@@ -1,7 +1,9 @@
 //! `shoal-cluster`: boots N nodes from the built image on one bridge in a fresh network
-//! namespace, shows their boot events live, prints a table per node, and powers them off.
+//! namespace, with a freshly generated machine configuration served over HTTP (a new cluster
+//! secret, the expected size set to N), shows their boot events live until every node is a
+//! cluster member, prints a table per node, and powers them off.
 //!
-//! Exit status 0 only when every node booted and powered off cleanly.
+//! Exit status 0 only when every node booted, joined the one cluster, and powered off cleanly.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,7 +30,7 @@ struct Args {
     /// Memory per node in MiB.
     #[arg(long, default_value_t = 512)]
     memory: u32,
-    /// Seconds to wait for every node to finish booting.
+    /// Seconds to wait for every node to boot and join the cluster.
     #[arg(long, default_value_t = 180)]
     boot_timeout: u64,
     /// Seconds to wait for every node to power off.
@@ -46,6 +48,15 @@ struct NodeReport {
     machine_id: Option<String>,
     /// Host seconds from QEMU's start to `boot.complete`.
     boot_complete_s: Option<f64>,
+    /// The address its first DHCP lease gave.
+    address: Option<String>,
+    /// From `cluster.member`: the cluster, this node's id, the leader, whether it votes, and
+    /// the host seconds from QEMU's start.
+    cluster_id: Option<String>,
+    node_id: Option<u64>,
+    leader: Option<u64>,
+    voter: bool,
+    member_s: Option<f64>,
     /// Why the node did not boot (`boot.failed`, `panic`, QEMU exited, timeout).
     failure: Option<String>,
     /// How the power-off went (`clean`, or what went wrong).
@@ -57,12 +68,33 @@ impl NodeReport {
         self.boot_complete_s.is_some() && self.failure.is_none()
     }
 
+    fn member(&self) -> bool {
+        self.member_s.is_some() && self.failure.is_none()
+    }
+
     /// Takes in one boot event.
     fn observe(&mut self, event: &Event, at: Duration) {
         match event {
             Event::Hostname { hostname, .. } => self.hostname = Some(hostname.clone()),
             Event::MachineId { id, .. } => self.machine_id = Some(id.clone()),
             Event::BootComplete => self.boot_complete_s = Some(at.as_secs_f64()),
+            Event::DhcpBound { address, .. } if self.address.is_none() => {
+                self.address = Some(address.clone());
+            }
+            Event::ClusterMember {
+                cluster_id,
+                node,
+                leader,
+                voter,
+                ..
+            } if self.member_s.is_none() => {
+                self.cluster_id = Some(cluster_id.clone());
+                self.node_id = Some(*node);
+                self.leader = Some(*leader);
+                self.voter = *voter;
+                self.member_s = Some(at.as_secs_f64());
+            }
+            Event::ClusterLeader { leader, .. } => self.leader = Some(*leader),
             Event::BootFailed { reason, .. } => {
                 self.failure = Some(format!("boot.failed: {reason}"))
             }
@@ -96,8 +128,8 @@ const COLUMNS: &[Column] = &[
         value: |n| or_dash(&n.hostname),
     },
     Column {
-        header: "machine id",
-        value: |n| or_dash(&n.machine_id),
+        header: "address",
+        value: |n| or_dash(&n.address),
     },
     Column {
         header: "boot.complete (s)",
@@ -107,10 +139,36 @@ const COLUMNS: &[Column] = &[
         },
     },
     Column {
+        header: "member (s)",
+        value: |n| n.member_s.map_or_else(|| "-".into(), |s| format!("{s:.2}")),
+    },
+    Column {
+        header: "cluster",
+        value: |n| or_dash(&n.cluster_id),
+    },
+    Column {
+        header: "node id",
+        value: |n| {
+            n.node_id
+                .map_or_else(|| "-".into(), |id| format!("{id:016x}"))
+        },
+    },
+    Column {
+        header: "role",
+        value: |n| match (n.node_id, n.leader) {
+            (Some(id), Some(leader)) if id == leader => "leader".into(),
+            (Some(_), _) if n.voter => "voter".into(),
+            (Some(_), _) => "non-voter".into(),
+            _ => "-".into(),
+        },
+    },
+    Column {
         header: "status",
         value: |n| match (&n.failure, &n.poweroff) {
             (Some(failure), _) => failure.clone(),
+            (None, Some(poweroff)) if n.member() => format!("member, poweroff {poweroff}"),
             (None, Some(poweroff)) => format!("booted, poweroff {poweroff}"),
+            (None, None) if n.member() => "member".into(),
             (None, None) if n.booted() => "booted".into(),
             (None, None) => "not booted".into(),
         },
@@ -230,6 +288,21 @@ fn run(args: &Args) -> anyhow::Result<bool> {
         fixed,
         ..DhcpConfig::default()
     })?;
+    // One configuration for every node, with a fresh cluster secret, as `shoalctl gen config`
+    // would write it; the nodes fetch it from shoal.config=.
+    let www = tempfile::tempdir().context("creating the web root")?;
+    let secret = shoal_config::secret::Secret::generate().context("generating a cluster secret")?;
+    std::fs::write(
+        www.path().join("cluster.toml"),
+        format!(
+            "version = 1\n[cluster]\nname = \"demo\"\nsecret = \"{}\"\nexpected_size = {}\n",
+            secret.to_base64(),
+            args.nodes
+        ),
+    )
+    .context("writing the cluster configuration")?;
+    network.serve_http(www.path())?;
+    let config_url = format!("http://{}/cluster.toml", network.host_addr());
     println!(
         "image {} (kernel {}), {} node(s), network namespace {} (bridge br0, {}/24)",
         image.dir().display(),
@@ -246,6 +319,7 @@ fn run(args: &Args) -> anyhow::Result<bool> {
             .image(&image)
             .memory_mb(args.memory)
             .nic_with_mac(&network, NicModel::VirtioNet, mac.clone())
+            .cmdline(format!("shoal.config={config_url}"))
             .start()
             .with_context(|| format!("starting {name}"))?;
         let report = NodeReport {
@@ -264,6 +338,8 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     follow_boot(&mut nodes, Duration::from_secs(args.boot_timeout));
     let reports: Vec<NodeReport> = nodes.iter().map(|n| n.report.clone()).collect();
     println!("\n{}", render_table(&reports));
+    let formed = formed_cluster(&reports);
+    println!("\n{}", formed.as_ref().unwrap_or_else(|e| e));
 
     if args.keep_running && !INTERRUPTED.load(Ordering::SeqCst) {
         println!(
@@ -278,15 +354,58 @@ fn run(args: &Args) -> anyhow::Result<bool> {
     power_off(&mut nodes, Duration::from_secs(args.poweroff_timeout));
     let reports: Vec<NodeReport> = nodes.iter().map(|n| n.report.clone()).collect();
     println!("\n{}", render_table(&reports));
-    let all_good = reports
-        .iter()
-        .all(|r| r.booted() && r.poweroff.as_deref() == Some("clean"));
+    let all_good = formed.is_ok()
+        && reports
+            .iter()
+            .all(|r| r.booted() && r.poweroff.as_deref() == Some("clean"));
     if !all_good {
         for node in &nodes {
             node.vm.mark_failed();
         }
     }
     Ok(all_good)
+}
+
+/// One sentence on the cluster: formed (one cluster id, one leader, every node a member), or
+/// why not.
+fn formed_cluster(reports: &[NodeReport]) -> Result<String, String> {
+    let missing: Vec<&str> = reports
+        .iter()
+        .filter(|r| !r.member())
+        .map(|r| r.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "cluster NOT formed: not members: {}",
+            missing.join(", ")
+        ));
+    }
+    let clusters: std::collections::BTreeSet<&str> = reports
+        .iter()
+        .filter_map(|r| r.cluster_id.as_deref())
+        .collect();
+    let leaders: std::collections::BTreeSet<u64> =
+        reports.iter().filter_map(|r| r.leader).collect();
+    if clusters.len() != 1 || leaders.len() != 1 {
+        return Err(format!(
+            "cluster NOT formed: clusters {clusters:?}, leaders {leaders:?}"
+        ));
+    }
+    let leader = leaders.first().copied().unwrap_or_default();
+    let leader_name = reports
+        .iter()
+        .find(|r| r.node_id == Some(leader))
+        .map_or("?", |r| r.name.as_str());
+    let last = reports
+        .iter()
+        .filter_map(|r| r.member_s)
+        .fold(0.0f64, f64::max);
+    Ok(format!(
+        "cluster {} formed with no manual step: {} members, leader {leader_name}; every node a \
+         member {last:.2} s after its QEMU started",
+        clusters.first().copied().unwrap_or_default(),
+        reports.len()
+    ))
 }
 
 fn console_dirs(nodes: &[Node]) -> String {
@@ -315,10 +434,10 @@ fn follow_boot(nodes: &mut [Node], timeout: Duration) {
                 );
             }
             node.seen_events = events.len();
-            if node.report.boot_complete_s.is_some() || node.report.failure.is_some() {
+            if node.report.member_s.is_some() || node.report.failure.is_some() {
                 node.done = true;
             } else if let Some(status) = node.vm.try_exit_status() {
-                node.report.failure = Some(format!("QEMU exited ({status}) before boot.complete"));
+                node.report.failure = Some(format!("QEMU exited ({status}) before joining"));
                 node.done = true;
             }
         }
@@ -328,8 +447,12 @@ fn follow_boot(nodes: &mut [Node], timeout: Duration) {
         }
         if start.elapsed() > timeout {
             for node in nodes.iter_mut().filter(|n| !n.done) {
-                node.report.failure =
-                    Some(format!("no boot.complete after {} s", timeout.as_secs()));
+                let missing = if node.report.booted() {
+                    "cluster.member"
+                } else {
+                    "boot.complete"
+                };
+                node.report.failure = Some(format!("no {missing} after {} s", timeout.as_secs()));
                 node.done = true;
             }
             break;
@@ -363,6 +486,28 @@ fn describe(event: &Event) -> String {
             format!("{name}: unknown {unknown_keys:?}, errors {errors:?}")
         }
         Event::BootFailed { reason, .. } => format!("{name}: {reason}"),
+        Event::DhcpBound { link, address, .. } => format!("{name}: {address} on {link}"),
+        Event::Service {
+            name: service, to, ..
+        } => format!("{name}: {service} {to}"),
+        Event::ConfigResolved { sources, ms, .. } => {
+            format!("{name}: from {} in {ms:.0} ms", sources.join(", "))
+        }
+        Event::ClusterInitialize {
+            cluster_id, voters, ..
+        } => {
+            format!(
+                "{name}: cluster {cluster_id} with {} voter(s)",
+                voters.len()
+            )
+        }
+        Event::ClusterMember {
+            cluster_id,
+            node,
+            leader,
+            ..
+        } => format!("{name}: node {node:016x} in cluster {cluster_id}, leader {leader:016x}"),
+        Event::ClusterLeader { leader, term } => format!("{name}: {leader:016x} (term {term})"),
         Event::Panic { message, .. } => format!("{name}: {message}"),
         Event::ShutdownBegin { action, reason } => format!("{name}: {action:?} ({reason})"),
         _ => name,
@@ -409,6 +554,37 @@ fn power_off(nodes: &mut [Node], timeout: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn member(name: &str, cluster: &str, node: u64, leader: u64) -> NodeReport {
+        NodeReport {
+            name: name.into(),
+            boot_complete_s: Some(8.0),
+            cluster_id: Some(cluster.into()),
+            node_id: Some(node),
+            leader: Some(leader),
+            voter: true,
+            member_s: Some(9.5 + node as f64 / 10.0),
+            ..NodeReport::default()
+        }
+    }
+
+    #[test]
+    fn the_cluster_is_formed_only_with_one_id_one_leader_and_every_node() {
+        let mut nodes = vec![member("node0", "ab", 1, 2), member("node1", "ab", 2, 2)];
+        let formed = formed_cluster(&nodes).unwrap();
+        assert!(formed.contains("cluster ab formed"), "{formed}");
+        assert!(formed.contains("leader node1"), "{formed}");
+        assert!(formed.contains("9.70 s"), "{formed}");
+        nodes[1].cluster_id = Some("cd".into());
+        assert!(formed_cluster(&nodes).unwrap_err().contains("clusters"));
+        nodes[1] = member("node1", "ab", 2, 3);
+        assert!(formed_cluster(&nodes).unwrap_err().contains("leaders"));
+        nodes[1].member_s = None;
+        assert_eq!(
+            formed_cluster(&nodes).unwrap_err(),
+            "cluster NOT formed: not members: node1"
+        );
+    }
 
     #[test]
     fn table_columns_line_up() {
