@@ -18,9 +18,9 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::formation::{Action, Announcement, Formation, Hint, NodeId, Settings, Timing};
 use crate::keys::{ClusterKeys, MAX_ANNOUNCEMENT};
 use crate::network::Network;
-use crate::peer::{Channel, JoinReply, JoinRequest, PeerError, Pool, Request, Response};
+use crate::peer::{Channel, Failure, JoinReply, JoinRequest, PeerError, Pool, Request, Response};
 use crate::raft::{MemLog, Raft, StateMachine};
-use crate::state::{Command, NodeInfo, Outcome};
+use crate::state::{Command, NodeInfo, Outcome, Value};
 use crate::voters::{self, Member, Policy};
 
 /// How the daemon runs; the machine configuration supplies the rest.
@@ -34,6 +34,8 @@ pub struct Options {
     /// The address other nodes reach this one at; default: the source address the kernel picks
     /// towards the first seed, or the LAN broadcast address.
     pub advertise: Option<SocketAddr>,
+    /// Where the cluster API listens; default: the peer service's address, port `api.port`.
+    pub api_listen: Option<SocketAddr>,
     pub timing: Timing,
     /// Raft timing in milliseconds: heartbeat, election timeout low and high.
     pub raft_timing: (u64, u64, u64),
@@ -48,6 +50,7 @@ impl Default for Options {
             config: PathBuf::from(shoal_config::NODE_CONFIG),
             listen: None,
             advertise: None,
+            api_listen: None,
             timing: Timing::default(),
             raft_timing: (50, 150, 300),
             unhealthy_after: Duration::from_secs(3),
@@ -60,7 +63,7 @@ fn emit(event: Event) {
     println!("{}", Record::now(event).to_line());
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -77,15 +80,17 @@ pub fn run(options: Options) -> anyhow::Result<()> {
 }
 
 /// What every task of the daemon shares.
-struct Node {
-    id: NodeId,
-    name: String,
-    raft: Raft,
-    machine: StateMachine,
+pub(crate) struct Node {
+    pub(crate) id: NodeId,
+    pub(crate) name: String,
+    pub(crate) raft: Raft,
+    pub(crate) machine: StateMachine,
     pool: Pool,
     keys: ClusterKeys,
     advertise: SocketAddr,
     info: NodeInfo,
+    /// When a member's heartbeat is too old to call it healthy.
+    pub(crate) unhealthy_after: Duration,
     /// A leader has sent this node log entries or a snapshot.
     contacted: AtomicBool,
     joining: AtomicBool,
@@ -103,6 +108,8 @@ impl std::fmt::Debug for Node {
 
 /// A peer request's answer timeout.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a write or a linearizable read may wait for a quorum.
+pub(crate) const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn serve(options: Options) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -199,6 +206,7 @@ async fn serve(options: Options) -> anyhow::Result<()> {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             hint,
         },
+        unhealthy_after: options.unhealthy_after,
         contacted: AtomicBool::new(false),
         joining: AtomicBool::new(false),
         changing: AtomicBool::new(false),
@@ -213,6 +221,10 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     );
 
     tokio::spawn(accept_peers(tcp, node.clone()));
+    let api_listen = options
+        .api_listen
+        .unwrap_or(SocketAddr::new(listen.ip(), config.api.port));
+    start_api(&config, secret, api_listen, &node).await?;
 
     let settings = Settings {
         cluster: cluster.name.clone(),
@@ -357,6 +369,40 @@ async fn serve(options: Options) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Serves the cluster API on `api.port` to holders of a configured token or of the admin
+/// credential derived from the cluster secret.
+async fn start_api(
+    config: &MachineConfig,
+    secret: &shoal_config::secret::Secret,
+    listen: SocketAddr,
+    node: &Arc<Node>,
+) -> anyhow::Result<()> {
+    let mut digests = vec![shoal_cluster_api::identity::token_digest(
+        &shoal_cluster_api::identity::admin_credential(secret),
+    )];
+    for (name, hash) in &config.api.tokens {
+        let digest = hash
+            .strip_prefix("sha256:")
+            .and_then(shoal_cluster_api::identity::unhex)
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .with_context(|| format!("api.tokens.{name} is not sha256:<64 hex digits>"))?;
+        digests.push(digest);
+    }
+    let identity = shoal_cluster_api::identity::Identity::derive(secret);
+    let tls = shoal_cluster_api::tls::server_config(&identity).context("the API's TLS identity")?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for the API on tcp {listen}"))?;
+    tracing::info!(%listen, server_key = %identity.server_key(), "cluster API");
+    tokio::spawn(crate::api::serve(
+        listener,
+        Arc::new(tls),
+        node.clone(),
+        Arc::new(crate::api::Tokens(digests)),
+    ));
+    Ok(())
 }
 
 /// The source address the kernel uses towards the first seed or the LAN broadcast address.
@@ -592,9 +638,16 @@ impl Node {
     }
 
     /// Proposes a command on the leader, or forwards it there once. Node records and
-    /// heartbeats are stamped with the leader's clock.
-    async fn propose(&self, mut command: Command, forwarded: bool) -> Result<Outcome, String> {
-        command.validate().map_err(|e| e.to_string())?;
+    /// heartbeats are stamped with the leader's clock. A write the leader cannot commit within
+    /// [`COMMIT_TIMEOUT`] fails as unavailable (it may still commit later).
+    pub(crate) async fn propose(
+        &self,
+        mut command: Command,
+        forwarded: bool,
+    ) -> Result<Outcome, Failure> {
+        command
+            .validate()
+            .map_err(|e| Failure::Invalid(e.to_string()))?;
         let metrics = self.raft.metrics().borrow().clone();
         match metrics.current_leader {
             Some(leader) if leader == self.id => {
@@ -604,31 +657,97 @@ impl Node {
                     }
                     _ => {}
                 }
-                match self.raft.client_write(command).await {
-                    Ok(r) => Ok(r.data),
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                        Err(format!("leadership moved to {:?}; try again", f.leader_id))
+                match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.client_write(command)).await {
+                    Ok(Ok(r)) => Ok(r.data),
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                        Err(Failure::Unavailable(format!(
+                            "leadership moved (to {:?}) during the write; try again",
+                            f.leader_id
+                        )))
                     }
-                    Err(e) => Err(e.to_string()),
+                    Ok(Err(e)) => Err(Failure::Unavailable(e.to_string())),
+                    Err(_) => Err(Failure::Unavailable(format!(
+                        "no quorum: the write was not committed within {COMMIT_TIMEOUT:?} (the \
+                         leader cannot reach a majority of voters; it may still commit)"
+                    ))),
                 }
             }
             Some(leader) if !forwarded => {
-                let addr = self
-                    .leader_addr(leader)
-                    .ok_or(format!("leader {leader} has no address"))?;
                 let request = Request::Propose {
                     command,
                     forwarded: true,
                 };
-                match self.pool.call(addr, &request, CALL_TIMEOUT).await {
-                    Ok(Response::Propose(r)) => r,
-                    Ok(other) => Err(format!("leader answered {other:?}")),
-                    Err(e) => Err(format!("cannot reach leader {leader} at {addr}: {e}")),
+                match self
+                    .forward(leader, &request, COMMIT_TIMEOUT + CALL_TIMEOUT)
+                    .await?
+                {
+                    Response::Propose(r) => r,
+                    other => Err(Failure::Unavailable(format!("leader answered {other:?}"))),
                 }
             }
-            Some(leader) => Err(format!("not the leader (node {leader} is)")),
-            None => Err("no leader: the cluster has no quorum or is electing one".into()),
+            Some(leader) => Err(Failure::Unavailable(format!(
+                "not the leader (node {leader:016x} is)"
+            ))),
+            None => Err(Failure::Unavailable(
+                "no leader: the cluster has no quorum or is electing one".into(),
+            )),
         }
+    }
+
+    /// Reads a key linearizably: on the leader once it has confirmed its leadership with a
+    /// quorum, else forwarded there once.
+    pub(crate) async fn read(
+        &self,
+        key: String,
+        forwarded: bool,
+    ) -> Result<Option<Value>, Failure> {
+        let metrics = self.raft.metrics().borrow().clone();
+        match metrics.current_leader {
+            Some(leader) if leader == self.id => {
+                match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.ensure_linearizable()).await {
+                    Ok(Ok(_)) => Ok(self.machine.read(|s| s.kv.get(&key).cloned()).await),
+                    Ok(Err(e)) => Err(Failure::Unavailable(format!("cannot read: {e}"))),
+                    Err(_) => Err(Failure::Unavailable(format!(
+                        "no quorum: leadership not confirmed within {COMMIT_TIMEOUT:?}"
+                    ))),
+                }
+            }
+            Some(leader) if !forwarded => {
+                let request = Request::Read {
+                    key,
+                    forwarded: true,
+                };
+                match self
+                    .forward(leader, &request, COMMIT_TIMEOUT + CALL_TIMEOUT)
+                    .await?
+                {
+                    Response::Read(r) => r,
+                    other => Err(Failure::Unavailable(format!("leader answered {other:?}"))),
+                }
+            }
+            Some(leader) => Err(Failure::Unavailable(format!(
+                "not the leader (node {leader:016x} is)"
+            ))),
+            None => Err(Failure::Unavailable(
+                "no leader: the cluster has no quorum or is electing one".into(),
+            )),
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, Failure> {
+        let addr = self
+            .leader_addr(leader)
+            .ok_or_else(|| Failure::Unavailable(format!("leader {leader:016x} has no address")))?;
+        self.pool.call(addr, request, timeout).await.map_err(|e| {
+            Failure::Unavailable(format!(
+                "cannot reach the leader {leader:016x} at {addr}: {e}"
+            ))
+        })
     }
 
     async fn answer(&self, request: Request) -> Response {
@@ -646,6 +765,7 @@ impl Node {
             Request::Propose { command, forwarded } => {
                 Response::Propose(self.propose(command, forwarded).await)
             }
+            Request::Read { key, forwarded } => Response::Read(self.read(key, forwarded).await),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`formation`]: who forms the cluster, and who joins it;
 //! - [`voters`]: which members vote.
 
+pub mod api;
 pub mod daemon;
 pub mod formation;
 pub mod keys;

@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use crate::formation::{Hint, NodeId};
 use crate::keys::ClusterKeys;
 use crate::raft::TypeConfig;
-use crate::state::{Command, Outcome};
+use crate::state::{Command, Outcome, Value};
 
 /// The first bytes a connecting peer sends (and the protocol version).
 pub const PEER_MAGIC: &[u8; 8] = b"SHOALP1\0";
@@ -73,6 +73,11 @@ pub enum Request {
         command: Command,
         forwarded: bool,
     },
+    /// A linearizable read of one key (forwarded to the leader, once).
+    Read {
+        key: String,
+        forwarded: bool,
+    },
 }
 
 /// A node asking to join.
@@ -98,7 +103,20 @@ pub enum Response {
     ),
     /// The cluster the node joined (it is a learner, or already a member).
     Join(Result<JoinReply, String>),
-    Propose(Result<Outcome, String>),
+    Propose(Result<Outcome, Failure>),
+    Read(Result<Option<Value>, Failure>),
+}
+
+/// Why a proposal or a read did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// The request itself is wrong (a key too long...): retrying will not help.
+    #[error("{0}")]
+    Invalid(String),
+    /// No leader, no quorum, or the leader is unreachable: retrying later may help.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The cluster a join went into.

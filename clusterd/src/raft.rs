@@ -132,12 +132,33 @@ struct Machine {
 }
 
 /// The state machine: [`State`] plus what consensus needs to know about it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StateMachine {
     inner: Arc<Mutex<Machine>>,
+    /// The key-value revision after each apply, for watchers.
+    revision: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for StateMachine {
+    fn default() -> Self {
+        StateMachine {
+            inner: Arc::default(),
+            revision: Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
 }
 
 impl StateMachine {
+    /// Changes whenever a write to the key-value space is applied.
+    pub fn revisions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+
+    /// The last applied log index.
+    pub async fn applied_index(&self) -> u64 {
+        self.inner.lock().await.applied.map_or(0, |l| l.index)
+    }
+
     /// A copy of the state as applied so far (a read after `ensure_linearizable` is current).
     pub async fn state(&self) -> State {
         self.inner.lock().await.state.clone()
@@ -201,6 +222,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             outcomes.push(outcome);
         }
+        self.revision.send_replace(m.state.revision);
         Ok(outcomes)
     }
 
@@ -221,6 +243,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let state: State = serde_json::from_slice(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let mut m = self.inner.lock().await;
+        self.revision.send_replace(state.revision);
         m.state = state;
         m.applied = meta.last_log_id;
         m.membership = meta.last_membership.clone();

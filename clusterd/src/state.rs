@@ -95,6 +95,18 @@ pub enum Outcome {
     UnknownNode,
 }
 
+/// How many changes the state keeps for watchers; an older revision reads as compacted.
+pub const MAX_CHANGES: usize = 1024;
+
+/// One change of the key-value space, kept for watchers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub revision: u64,
+    pub key: String,
+    /// `None`: deleted.
+    pub value: Option<String>,
+}
+
 /// Limits on what the key-value space accepts, checked before a command is proposed.
 pub const MAX_KEY: usize = 512;
 pub const MAX_VALUE: usize = 64 * 1024;
@@ -144,6 +156,9 @@ pub struct State {
     pub revision: u64,
     pub kv: BTreeMap<String, Value>,
     pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// The last [`MAX_CHANGES`] changes, oldest first.
+    #[serde(default)]
+    pub changes: std::collections::VecDeque<Change>,
 }
 
 impl State {
@@ -194,8 +209,32 @@ impl State {
         }
     }
 
+    /// The changes after `after`, and whether some of them are no longer kept.
+    pub fn changes_after(&self, after: u64) -> (Vec<Change>, bool) {
+        let oldest_kept = self
+            .changes
+            .front()
+            .map_or(self.revision + 1, |c| c.revision);
+        let compacted = after + 1 < oldest_kept && after < self.revision;
+        let changes = self
+            .changes
+            .iter()
+            .filter(|c| c.revision > after)
+            .cloned()
+            .collect();
+        (changes, compacted)
+    }
+
     fn write(&mut self, key: &str, value: Option<String>) -> Outcome {
         self.revision += 1;
+        if self.changes.len() == MAX_CHANGES {
+            self.changes.pop_front();
+        }
+        self.changes.push_back(Change {
+            revision: self.revision,
+            key: key.to_owned(),
+            value: value.clone(),
+        });
         let previous = match value {
             Some(value) => self.kv.insert(
                 key.to_owned(),
@@ -319,6 +358,26 @@ mod tests {
         });
         let n = &s.nodes[&7];
         assert_eq!((n.joined_ms, n.heartbeat_ms), (10, 30));
+    }
+
+    #[test]
+    fn watchers_get_the_changes_after_their_revision_or_learn_they_fell_behind() {
+        let mut s = State::default();
+        for i in 0..(MAX_CHANGES as u64 + 10) {
+            s.apply(&put(&format!("k{}", i % 3), &i.to_string()));
+        }
+        s.apply(&Command::Delete { key: "k0".into() });
+        let last = s.revision;
+        let (changes, compacted) = s.changes_after(last - 2);
+        assert!(!compacted);
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[1].value, None, "the delete");
+        assert_eq!(s.changes_after(last), (vec![], false));
+        let (changes, compacted) = s.changes_after(1);
+        assert!(compacted, "revision 1 is long gone");
+        assert_eq!(changes.len(), MAX_CHANGES);
+        // An empty cluster has nothing to miss.
+        assert_eq!(State::default().changes_after(0), (vec![], false));
     }
 
     #[test]

@@ -10,6 +10,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use shoal_boot_events::{Event, parse_line};
+use shoal_cluster_api::client::{CasOutcome, Client, ClientError};
+use shoal_cluster_api::identity::{Identity, admin_credential};
+use shoal_config::secret::Secret;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoal-clusterd");
 
@@ -18,6 +21,8 @@ struct Node {
     child: Child,
     events: Receiver<Event>,
     port: u16,
+    /// The cluster API's port.
+    api: u16,
     started: Instant,
 }
 
@@ -31,10 +36,12 @@ impl Drop for Node {
 impl Node {
     fn start(config: &Path, port: u16) -> Node {
         let addr = format!("127.0.0.1:{port}");
+        let api = free_port();
         let mut child = Command::new(BIN)
             .args(["--config"])
             .arg(config)
             .args(["--listen", &addr, "--advertise", &addr])
+            .args(["--api-listen", &format!("127.0.0.1:{api}")])
             .env("SHOAL_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -55,6 +62,7 @@ impl Node {
             child,
             events: rx,
             port,
+            api,
             started: Instant::now(),
         }
     }
@@ -210,5 +218,178 @@ fn a_node_with_another_secret_is_left_out() {
     match stranger.events.recv_timeout(Duration::from_secs(3)) {
         Err(RecvTimeoutError::Timeout) => {}
         other => panic!("the stranger should stay out: {other:?}"),
+    }
+}
+
+fn client(secret: &str, endpoints: &[&Node]) -> Client {
+    let secret: Secret = secret.parse().expect("a valid secret");
+    Client::new(
+        endpoints
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.api))
+            .collect(),
+        admin_credential(&secret),
+        Identity::derive(&secret).public_key,
+    )
+    .expect("a client")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+#[test]
+fn the_api_reads_and_writes_through_any_node_and_refuses_what_it_must() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let config = write_config(dir.path(), "api", SECRET, 3, 3, &ports);
+    let mut nodes: Vec<Node> = ports.iter().map(|p| Node::start(&config, *p)).collect();
+    let members: Vec<_> = nodes
+        .iter()
+        .map(|n| n.membership(Duration::from_secs(20)))
+        .collect();
+    let (cluster_id, _, leader, _) = members[0].clone();
+    let rt = runtime();
+
+    // Status and membership from a follower's point of view.
+    let follower = members
+        .iter()
+        .position(|m| m.1 != leader)
+        .expect("two followers");
+    let api = client(SECRET, &[&nodes[follower]]);
+    let status = rt.block_on(api.status()).unwrap();
+    assert_eq!(status.cluster_id, cluster_id);
+    assert_eq!(status.leader, Some(format!("{leader:016x}")));
+    assert_eq!(
+        (status.voters.len(), status.quorum),
+        (3, true),
+        "{status:?}"
+    );
+    let members_view = rt.block_on(api.members()).unwrap();
+    assert_eq!(members_view.voters.len(), 3);
+
+    // Writes through a follower, reads through another node, compare-and-set, watch.
+    let other = client(SECRET, &[&nodes[(follower + 1) % 3]]);
+    let first = rt.block_on(api.put("app/config", "v1")).unwrap();
+    assert_eq!(first.previous, None);
+    let read = rt
+        .block_on(other.get("app/config"))
+        .unwrap()
+        .expect("the key exists");
+    assert_eq!((read.value.as_str(), read.revision), ("v1", first.revision));
+    assert_eq!(rt.block_on(other.get("absent")).unwrap(), None);
+    match rt.block_on(other.cas("app/config", 0, Some("v2"))).unwrap() {
+        CasOutcome::Failed(f) => assert_eq!(f.current.map(|c| c.value), Some("v1".into())),
+        other => panic!("a stale compare-and-set succeeded: {other:?}"),
+    }
+    let second = match rt
+        .block_on(other.cas("app/config", first.revision, Some("v2")))
+        .unwrap()
+    {
+        CasOutcome::Written(w) => w,
+        other => panic!("{other:?}"),
+    };
+    let watched = rt
+        .block_on(api.watch(first.revision - 1, Duration::from_secs(5)))
+        .unwrap();
+    let seen: Vec<(u64, Option<&str>)> = watched
+        .changes
+        .iter()
+        .map(|c| (c.revision, c.value.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [(first.revision, Some("v1")), (second.revision, Some("v2"))]
+    );
+    // A watch from the current revision waits for the next write.
+    let waiting = std::thread::spawn({
+        let api = client(SECRET, &[&nodes[0]]);
+        let after = second.revision;
+        move || runtime().block_on(api.watch(after, Duration::from_secs(10)))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    rt.block_on(api.delete("app/config")).unwrap();
+    let woken = waiting.join().unwrap().unwrap();
+    assert_eq!(woken.changes.len(), 1);
+    assert_eq!(woken.changes[0].value, None, "the delete");
+
+    // Every node registers itself and heartbeats.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let nodes_view = loop {
+        let view = rt.block_on(api.nodes()).unwrap();
+        if view.len() == 3 && view.iter().all(|n| n.healthy) {
+            break view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes never all registered: {view:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(nodes_view.iter().filter(|n| n.role == "leader").count(), 1);
+    let one = rt.block_on(api.node(&nodes_view[0].id)).unwrap();
+    assert_eq!(
+        (&one.id, &one.addr, &one.role),
+        (&nodes_view[0].id, &nodes_view[0].addr, &nodes_view[0].role)
+    );
+
+    // A wrong token, a wrong server key, a bad key.
+    let wrong_token = Client::new(
+        vec![format!("127.0.0.1:{}", nodes[0].api)],
+        "not-a-token".into(),
+        Identity::derive(&SECRET.parse().unwrap()).public_key,
+    )
+    .unwrap();
+    match rt.block_on(wrong_token.status()) {
+        Err(ClientError::Api { status: 401, .. }) => {}
+        other => panic!("a wrong token was let in: {other:?}"),
+    }
+    let impostor = client(OTHER_SECRET, &[&nodes[0]]);
+    match rt.block_on(impostor.status()) {
+        Err(ClientError::Unreachable(reason)) => assert!(reason.contains("TLS"), "{reason}"),
+        other => panic!("a server with another key was trusted: {other:?}"),
+    }
+    match rt.block_on(api.put(&"k".repeat(600), "v")) {
+        Err(ClientError::Api {
+            status: 400,
+            message,
+        }) => assert!(message.contains("512"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+
+    // Two of three voters gone: no quorum, and the survivor says so.
+    let survivor = (follower + 1) % 3;
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if i != survivor {
+            node.child.kill().unwrap();
+        }
+    }
+    let lonely = client(SECRET, &[&nodes[survivor]]).with_timeout(Duration::from_secs(15));
+    let started = Instant::now();
+    match rt.block_on(lonely.put("after-partition", "x")) {
+        Err(ClientError::Api {
+            status: 503,
+            message,
+        }) => {
+            assert!(
+                message.contains("no quorum")
+                    || message.contains("no leader")
+                    || message.contains("cannot reach"),
+                "{message}"
+            );
+        }
+        other => panic!("a write without quorum: {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "the refusal took {:?}",
+        started.elapsed()
+    );
+    match rt.block_on(lonely.get("app/config")) {
+        Err(ClientError::Api { status: 503, .. }) => {}
+        other => panic!("a linearizable read without quorum: {other:?}"),
     }
 }

@@ -11,8 +11,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 const USAGE: &str = "\
 usage: shoal-clusterd [--config FILE] [--listen ADDR:PORT] [--advertise ADDR:PORT]
+                      [--api-listen ADDR:PORT]
 defaults: /run/shoal/config.toml, 0.0.0.0:<cluster.port>, this node's address towards its
-first seed or the LAN
+first seed or the LAN, the --listen address with port <api.port>
 ";
 
 fn main() -> ExitCode {
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
             }
             "--listen" => address(&value).map(|a| options.listen = Some(a)),
             "--advertise" => address(&value).map(|a| options.advertise = Some(a)),
+            "--api-listen" => address(&value).map(|a| options.api_listen = Some(a)),
             _ => Err(format!("unknown option {arg}")),
         };
         if let Err(e) = parsed {

@@ -1,0 +1,286 @@
+//! An async client for the cluster API: tries each endpoint until one answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::tls;
+use crate::types::{
+    Cas, CasFailed, ErrorBody, KeyValue, Members, NodeView, Put, Status, Watch, Written,
+};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no endpoint answered: {0}")]
+    Unreachable(String),
+    /// The cluster answered with an error (`status` is the HTTP status).
+    #[error("{message} (HTTP {status})")]
+    Api { status: u16, message: String },
+    #[error("unexpected answer from {endpoint}: {reason}")]
+    Decode { endpoint: String, reason: String },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What a compare-and-set did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CasOutcome {
+    Written(Written),
+    Failed(CasFailed),
+}
+
+/// A connection-less client: each call opens a TLS connection to the first endpoint that
+/// accepts it.
+#[derive(Clone)]
+pub struct Client {
+    endpoints: Vec<String>,
+    token: String,
+    tls: TlsConnector,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+fn encode_key(key: &str) -> String {
+    let mut out = String::new();
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    /// A client for `endpoints` (`host:port`), presenting `token`, trusting only `server_key`.
+    pub fn new(
+        endpoints: Vec<String>,
+        token: String,
+        server_key: [u8; 32],
+    ) -> Result<Client, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::Setup(
+                "no endpoints: list the nodes' API addresses (host:port) in shoalctl.toml or \
+                 pass --endpoint"
+                    .into(),
+            ));
+        }
+        let config =
+            tls::client_config(server_key).map_err(|e| ClientError::Setup(e.to_string()))?;
+        Ok(Client {
+            endpoints,
+            token,
+            tls: TlsConnector::from(Arc::new(config)),
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// How long one call may take on one endpoint.
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn call_one(
+        &self,
+        endpoint: &str,
+        method: &Method,
+        path: &str,
+        body: &Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let stream = TcpStream::connect(endpoint)
+            .await
+            .map_err(|e| format!("{endpoint}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let tls = self
+            .tls
+            .connect(tls::server_name(), stream)
+            .await
+            .map_err(|e| format!("{endpoint}: TLS: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("{endpoint}: {e}"))?;
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header("host", tls::SERVER_NAME)
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.clone().unwrap_or_default())))
+            .map_err(|e| format!("{endpoint}: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("{endpoint}: {e}"))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("{endpoint}: {e}"))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// Sends one request; the first endpoint that answers decides.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes, String), ClientError> {
+        let mut failures = Vec::new();
+        for endpoint in &self.endpoints {
+            match tokio::time::timeout(self.timeout, self.call_one(endpoint, &method, path, &body))
+                .await
+            {
+                Ok(Ok((status, bytes))) => return Ok((status, bytes, endpoint.clone())),
+                Ok(Err(e)) => failures.push(e),
+                Err(_) => failures.push(format!("{endpoint}: no answer within {:?}", self.timeout)),
+            }
+        }
+        Err(ClientError::Unreachable(failures.join("; ")))
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let (status, bytes, endpoint) = self.call(method, path, body).await?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        decode(&bytes, &endpoint)
+    }
+
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        self.json(Method::GET, "/v1/status", None).await
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
+        self.json(Method::GET, "/v1/nodes", None).await
+    }
+
+    pub async fn node(&self, id: &str) -> Result<NodeView, ClientError> {
+        self.json(Method::GET, &format!("/v1/nodes/{}", encode_key(id)), None)
+            .await
+    }
+
+    pub async fn members(&self) -> Result<Members, ClientError> {
+        self.json(Method::GET, "/v1/members", None).await
+    }
+
+    /// A linearizable read; `None` when the key does not exist.
+    pub async fn get(&self, key: &str) -> Result<Option<KeyValue>, ClientError> {
+        let (status, bytes, endpoint) = self
+            .call(Method::GET, &format!("/v1/kv/{}", encode_key(key)), None)
+            .await?;
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => decode(&bytes, &endpoint).map(Some),
+            s => Err(api_error(s, &bytes)),
+        }
+    }
+
+    pub async fn put(&self, key: &str, value: &str) -> Result<Written, ClientError> {
+        let body = serde_json::to_vec(&Put {
+            value: value.to_owned(),
+        })
+        .map_err(|e| ClientError::Setup(e.to_string()))?;
+        self.json(
+            Method::PUT,
+            &format!("/v1/kv/{}", encode_key(key)),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<Written, ClientError> {
+        self.json(Method::DELETE, &format!("/v1/kv/{}", encode_key(key)), None)
+            .await
+    }
+
+    pub async fn cas(
+        &self,
+        key: &str,
+        expected: u64,
+        value: Option<&str>,
+    ) -> Result<CasOutcome, ClientError> {
+        let body = serde_json::to_vec(&Cas {
+            expected,
+            value: value.map(str::to_owned),
+        })
+        .map_err(|e| ClientError::Setup(e.to_string()))?;
+        let (status, bytes, endpoint) = self
+            .call(
+                Method::POST,
+                &format!("/v1/kv/{}/cas", encode_key(key)),
+                Some(body),
+            )
+            .await?;
+        match status {
+            StatusCode::CONFLICT => decode(&bytes, &endpoint).map(CasOutcome::Failed),
+            s if s.is_success() => decode(&bytes, &endpoint).map(CasOutcome::Written),
+            s => Err(api_error(s, &bytes)),
+        }
+    }
+
+    /// The changes after revision `after`, waiting up to `wait` for one.
+    pub async fn watch(&self, after: u64, wait: Duration) -> Result<Watch, ClientError> {
+        let client = self.clone().with_timeout(self.timeout + wait);
+        client
+            .json(
+                Method::GET,
+                &format!("/v1/watch?after={after}&timeout={}", wait.as_secs()),
+                None,
+            )
+            .await
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], endpoint: &str) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes).map_err(|e| ClientError::Decode {
+        endpoint: endpoint.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
+    let message = serde_json::from_slice::<ErrorBody>(bytes)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned());
+    ClientError::Api {
+        status: status.as_u16(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_percent_encoded() {
+        assert_eq!(encode_key("a/b c"), "a%2Fb%20c");
+        assert_eq!(encode_key("plain-key_1.2~"), "plain-key_1.2~");
+    }
+}

@@ -1,0 +1,133 @@
+//! The API's JSON bodies.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/status`: the cluster as the answering node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub cluster: String,
+    /// 16 hex digits; empty while the cluster is being formed.
+    pub cluster_id: String,
+    /// The node that answered.
+    pub node: String,
+    /// `leader`, `follower`, `learner` or `candidate`.
+    pub role: String,
+    pub leader: Option<String>,
+    pub term: u64,
+    pub voters: Vec<String>,
+    pub learners: Vec<String>,
+    /// Whether the answering node hears from a leader (writes and reads can succeed).
+    pub quorum: bool,
+    /// Last log index applied on the answering node.
+    pub applied: u64,
+    /// The key-value space's revision on the answering node.
+    pub revision: u64,
+}
+
+/// A node as the cluster knows it (`GET /v1/nodes`, `GET /v1/nodes/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// 16 hex digits.
+    pub id: String,
+    pub hostname: String,
+    /// Its peer address.
+    pub addr: String,
+    pub labels: BTreeMap<String, String>,
+    pub version: String,
+    /// `leader`, `voter` or `non-voter`; `gone` when it left the membership.
+    pub role: String,
+    /// Heard from within the health window (heartbeats every second).
+    pub healthy: bool,
+    /// Milliseconds since its last heartbeat, by the leader's clock.
+    pub heartbeat_age_ms: u64,
+    /// Unix milliseconds of its registration.
+    pub joined_ms: u64,
+}
+
+/// `GET /v1/members`: consensus membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Members {
+    pub leader: Option<String>,
+    pub voters: Vec<Member>,
+    pub learners: Vec<Member>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: String,
+    pub addr: String,
+}
+
+/// A key's value (`GET /v1/kv/{key}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+    /// The revision that last wrote it.
+    pub revision: u64,
+}
+
+/// `PUT /v1/kv/{key}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Put {
+    pub value: String,
+}
+
+/// `POST /v1/kv/{key}/cas` body: write `value` (or delete with `null`) only if the key's
+/// revision is `expected` (0: only if absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cas {
+    pub expected: u64,
+    pub value: Option<String>,
+}
+
+/// The answer to a write (`PUT`, `DELETE`, a successful `cas`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    pub revision: u64,
+    pub previous: Option<KeyValue>,
+}
+
+/// The answer to a failed compare-and-set (HTTP 409).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CasFailed {
+    pub current: Option<KeyValue>,
+}
+
+/// One change in the key-value space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub revision: u64,
+    pub key: String,
+    /// `None`: deleted.
+    pub value: Option<String>,
+}
+
+/// `GET /v1/watch?after=REV&timeout=SECONDS`: the changes after `after`, waiting up to
+/// `timeout` for the first one. `compacted` when `after` is older than the changes kept: the
+/// watcher must read the keys again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watch {
+    pub changes: Vec<Change>,
+    /// Where to continue from.
+    pub revision: u64,
+    pub compacted: bool,
+}
+
+/// Every error body: what went wrong, in words a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// Node ids travel as 16 hex digits.
+pub fn node_id(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+/// Parses a node id: 16 hex digits, or a unique prefix is the caller's business.
+pub fn parse_node_id(text: &str) -> Option<u64> {
+    u64::from_str_radix(text, 16).ok()
+}

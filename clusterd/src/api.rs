@@ -1,0 +1,469 @@
+//! The cluster API over HTTPS (see `shoal-cluster-api` for the types and the OpenAPI
+//! description): a thin adapter from HTTP requests to the node's reads and proposals.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use openraft::ServerState;
+use serde::Serialize;
+use shoal_cluster_api::types::{
+    self as api, CasFailed, Change, ErrorBody, KeyValue, Members, NodeView, Status, Watch, Written,
+    node_id,
+};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::daemon::Node;
+use crate::peer::Failure;
+use crate::state::{Command, Outcome, Value};
+
+/// The largest request body accepted (a value is at most 64 KiB).
+const MAX_BODY: usize = 128 * 1024;
+/// The longest a watch waits.
+const MAX_WATCH: Duration = Duration::from_secs(60);
+
+/// Who may call: the SHA-256 digests of the accepted tokens.
+#[derive(Debug, Clone)]
+pub(crate) struct Tokens(pub(crate) Vec<[u8; 32]>);
+
+impl Tokens {
+    fn allows(&self, token: &str) -> bool {
+        let digest = shoal_cluster_api::identity::token_digest(token);
+        // Compare every digest in full, so timing says nothing about near misses.
+        self.0.iter().fold(false, |found, known| {
+            found | (known.iter().zip(&digest).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0)
+        })
+    }
+}
+
+/// Accepts API connections until the listener fails.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    node: Arc<Node>,
+    tokens: Arc<Tokens>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("accepting an API connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, node, tokens) = (acceptor.clone(), node.clone(), tokens.clone());
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::info!("API connection from {from}: TLS: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let service = hyper::service::service_fn(move |request| {
+                let (node, tokens) = (node.clone(), tokens.clone());
+                async move { Ok::<_, Infallible>(handle(&node, &tokens, request).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!("API connection from {from}: {e}");
+            }
+        });
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Reply {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|e| {
+        format!("{{\"error\":\"cannot encode the answer: {e}\"}}").into_bytes()
+    });
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(bytes)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Reply {
+    json(
+        status,
+        &ErrorBody {
+            error: message.into(),
+        },
+    )
+}
+
+fn failure(f: Failure) -> Reply {
+    match f {
+        Failure::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
+        Failure::Unavailable(m) => error(StatusCode::SERVICE_UNAVAILABLE, m),
+    }
+}
+
+/// A percent-encoded key from the path, or why it is not one.
+fn decode_key(raw: &str) -> Result<String, String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = raw
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent-encoding in {raw:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "the key is not UTF-8".to_string())
+}
+
+fn key_value(key: &str, v: Value) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: v.value,
+        revision: v.revision,
+    }
+}
+
+async fn body<T: serde::de::DeserializeOwned>(request: Request<Incoming>) -> Result<T, Reply> {
+    let bytes = Limited::new(request.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
+}
+
+async fn handle(node: &Node, tokens: &Tokens, request: Request<Incoming>) -> Reply {
+    let path = request.uri().path().to_owned();
+    if path == "/v1/openapi.json" {
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(
+                shoal_cluster_api::OPENAPI.as_bytes(),
+            )))
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+    }
+    let token = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match token {
+        Some(t) if tokens.allows(t) => {}
+        Some(_) => return error(StatusCode::UNAUTHORIZED, "unknown token"),
+        None => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "no token: send Authorization: Bearer <token>",
+            );
+        }
+    }
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = request.method().clone();
+    match (method, segments.as_slice()) {
+        (Method::GET, ["v1", "status"]) => json(StatusCode::OK, &status(node).await),
+        (Method::GET, ["v1", "nodes"]) => json(StatusCode::OK, &nodes(node).await),
+        (Method::GET, ["v1", "nodes", id]) => {
+            let all = nodes(node).await;
+            match all.into_iter().find(|n| n.id == *id || n.hostname == *id) {
+                Some(n) => json(StatusCode::OK, &n),
+                None => error(StatusCode::NOT_FOUND, format!("no node {id}")),
+            }
+        }
+        (Method::GET, ["v1", "members"]) => json(StatusCode::OK, &members(node)),
+        (Method::GET, ["v1", "kv", key]) => {
+            let key = match decode_key(key) {
+                Ok(k) => k,
+                Err(m) => return error(StatusCode::BAD_REQUEST, m),
+            };
+            match node.read(key.clone(), false).await {
+                Ok(Some(v)) => json(StatusCode::OK, &key_value(&key, v)),
+                Ok(None) => error(StatusCode::NOT_FOUND, format!("no key {key:?}")),
+                Err(f) => failure(f),
+            }
+        }
+        (Method::PUT, ["v1", "kv", key]) => {
+            let key = match decode_key(key) {
+                Ok(k) => k,
+                Err(m) => return error(StatusCode::BAD_REQUEST, m),
+            };
+            let put: api::Put = match body(request).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            write(
+                node,
+                &key,
+                Command::Put {
+                    key: key.clone(),
+                    value: put.value,
+                },
+            )
+            .await
+        }
+        (Method::DELETE, ["v1", "kv", key]) => {
+            let key = match decode_key(key) {
+                Ok(k) => k,
+                Err(m) => return error(StatusCode::BAD_REQUEST, m),
+            };
+            write(node, &key, Command::Delete { key: key.clone() }).await
+        }
+        (Method::POST, ["v1", "kv", key, "cas"]) => {
+            let key = match decode_key(key) {
+                Ok(k) => k,
+                Err(m) => return error(StatusCode::BAD_REQUEST, m),
+            };
+            let cas: api::Cas = match body(request).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            write(
+                node,
+                &key,
+                Command::Cas {
+                    key: key.clone(),
+                    expected: cas.expected,
+                    value: cas.value,
+                },
+            )
+            .await
+        }
+        (Method::GET, ["v1", "watch"]) => watch(node, &query).await,
+        (method, ["v1", "status" | "nodes" | "members" | "watch", ..] | ["v1", "kv", ..]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} {path} is not served (see /v1/openapi.json)"),
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no endpoint {path} (see /v1/openapi.json)"),
+        ),
+    }
+}
+
+async fn write(node: &Node, key: &str, command: Command) -> Reply {
+    match node.propose(command, false).await {
+        Ok(Outcome::Written { revision, previous }) => json(
+            StatusCode::OK,
+            &Written {
+                revision,
+                previous: previous.map(|v| key_value(key, v)),
+            },
+        ),
+        Ok(Outcome::CasFailed { current }) => json(
+            StatusCode::CONFLICT,
+            &CasFailed {
+                current: current.map(|v| key_value(key, v)),
+            },
+        ),
+        Ok(other) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected outcome {other:?}"),
+        ),
+        Err(f) => failure(f),
+    }
+}
+
+async fn status(node: &Node) -> Status {
+    let metrics = node.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let learners: Vec<String> = membership
+        .nodes()
+        .map(|(id, _)| *id)
+        .filter(|id| !voters.contains(id))
+        .map(node_id)
+        .collect();
+    let role = match metrics.state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Learner => "learner",
+        ServerState::Candidate => "candidate",
+        ServerState::Shutdown => "shutdown",
+    };
+    let (cluster_id, revision) = node.machine.read(|s| (s.cluster_id, s.revision)).await;
+    Status {
+        cluster: node.name.clone(),
+        cluster_id: cluster_id
+            .map(|id| format!("{id:016x}"))
+            .unwrap_or_default(),
+        node: node_id(node.id),
+        role: role.into(),
+        leader: metrics.current_leader.map(node_id),
+        term: metrics.current_term,
+        voters: voters.into_iter().map(node_id).collect(),
+        learners,
+        quorum: metrics.current_leader.is_some(),
+        applied: node.machine.applied_index().await,
+        revision,
+    }
+}
+
+fn members(node: &Node) -> Members {
+    let metrics = node.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let member = |(id, n): (&u64, &openraft::BasicNode)| api::Member {
+        id: node_id(*id),
+        addr: n.addr.clone(),
+    };
+    Members {
+        leader: metrics.current_leader.map(node_id),
+        voters: membership
+            .nodes()
+            .filter(|(id, _)| voters.contains(id))
+            .map(member)
+            .collect(),
+        learners: membership
+            .nodes()
+            .filter(|(id, _)| !voters.contains(id))
+            .map(member)
+            .collect(),
+    }
+}
+
+async fn nodes(node: &Node) -> Vec<NodeView> {
+    let metrics = node.raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let now_ms = crate::daemon::unix_ms();
+    let records = node.machine.read(|s| s.nodes.clone()).await;
+    records
+        .into_iter()
+        .map(|(id, record)| {
+            let role = if metrics.current_leader == Some(id) {
+                "leader"
+            } else if voters.contains(&id) {
+                "voter"
+            } else if membership.get_node(&id).is_some() {
+                "non-voter"
+            } else {
+                "gone"
+            };
+            let age = now_ms.saturating_sub(record.heartbeat_ms);
+            NodeView {
+                id: node_id(id),
+                hostname: record.info.hostname,
+                addr: record.info.addr,
+                labels: record.info.labels,
+                version: record.info.version,
+                role: role.into(),
+                healthy: role != "gone" && Duration::from_millis(age) < node.unhealthy_after,
+                heartbeat_age_ms: age,
+                joined_ms: record.joined_ms,
+            }
+        })
+        .collect()
+}
+
+async fn watch(node: &Node, query: &str) -> Reply {
+    let mut after = None;
+    let mut wait = Duration::from_secs(30);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "after" => match v.parse() {
+                Ok(n) => after = Some(n),
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("after={v:?} is not a revision"),
+                    );
+                }
+            },
+            "timeout" => match v.parse::<u64>() {
+                Ok(s) => wait = Duration::from_secs(s).min(MAX_WATCH),
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("timeout={v:?} is not seconds"),
+                    );
+                }
+            },
+            _ => return error(StatusCode::BAD_REQUEST, format!("unknown parameter {k:?}")),
+        }
+    }
+    let Some(after) = after else {
+        return error(StatusCode::BAD_REQUEST, "after=<revision> is required");
+    };
+    let mut revisions = node.machine.revisions();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let (changes, compacted, revision) = node
+            .machine
+            .read(|s| {
+                let (changes, compacted) = s.changes_after(after);
+                (changes, compacted, s.revision)
+            })
+            .await;
+        if !changes.is_empty() || compacted || tokio::time::Instant::now() >= deadline {
+            let changes = changes
+                .into_iter()
+                .map(|c| Change {
+                    revision: c.revision,
+                    key: c.key,
+                    value: c.value,
+                })
+                .collect();
+            return json(
+                StatusCode::OK,
+                &Watch {
+                    changes,
+                    revision: revision.max(after),
+                    compacted,
+                },
+            );
+        }
+        if tokio::time::timeout_at(deadline, revisions.changed())
+            .await
+            .is_err()
+        {
+            continue;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_by_digest() {
+        let tokens = Tokens(vec![shoal_cluster_api::identity::token_digest("right")]);
+        assert!(tokens.allows("right"));
+        assert!(!tokens.allows("wrong"));
+        assert!(!Tokens(vec![]).allows("right"));
+    }
+
+    #[test]
+    fn keys_are_percent_decoded() {
+        assert_eq!(decode_key("a%2Fb%20c").ok(), Some("a/b c".to_string()));
+        assert!(decode_key("bad%zz").is_err());
+        assert!(decode_key("%ff").is_err(), "not UTF-8");
+    }
+}
