@@ -393,3 +393,78 @@ fn the_api_reads_and_writes_through_any_node_and_refuses_what_it_must() {
         other => panic!("a linearizable read without quorum: {other:?}"),
     }
 }
+
+fn signal(node: &Node, signal: libc::c_int) {
+    // SAFETY: kill(2) on a child this test started and has not reaped.
+    let rc = unsafe { libc::kill(node.child.id() as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill({signal})");
+}
+
+#[test]
+fn a_partitioned_leader_cannot_commit_while_the_majority_elects_and_writes_then_it_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let config = write_config(dir.path(), "part", SECRET, 3, 3, &ports);
+    let nodes: Vec<Node> = ports.iter().map(|p| Node::start(&config, *p)).collect();
+    let members: Vec<_> = nodes
+        .iter()
+        .map(|n| n.membership(Duration::from_secs(20)))
+        .collect();
+    let leader_id = members[0].2;
+    let leader = members.iter().position(|m| m.1 == leader_id).unwrap();
+    let majority: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let rt = runtime();
+    rt.block_on(client(SECRET, &[&nodes[leader]]).put("k", "before"))
+        .unwrap();
+
+    // Cut the two followers off (stopped processes: they neither send nor answer), write on
+    // the leader: the write must not commit.
+    for i in &majority {
+        signal(&nodes[*i], libc::SIGSTOP);
+    }
+    let minority = client(SECRET, &[&nodes[leader]]).with_timeout(Duration::from_secs(15));
+    match rt.block_on(minority.put("k", "minority")) {
+        Err(ClientError::Api {
+            status: 503,
+            message,
+        }) => {
+            assert!(message.contains("no quorum"), "{message}")
+        }
+        other => panic!("the minority side committed: {other:?}"),
+    }
+    // Swap the sides: the leader is cut off, the majority comes back, elects, and writes.
+    signal(&nodes[leader], libc::SIGSTOP);
+    for i in &majority {
+        signal(&nodes[*i], libc::SIGCONT);
+    }
+    let majority_client = client(SECRET, &[&nodes[majority[0]], &nodes[majority[1]]]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let written = loop {
+        match rt.block_on(majority_client.put("k", "majority")) {
+            Ok(w) => break w,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the majority never wrote: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    // The old leader comes back as a follower and serves the majority's value.
+    signal(&nodes[leader], libc::SIGCONT);
+    let healed = client(SECRET, &[&nodes[leader]]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Some(kv)) = rt.block_on(healed.get("k")) {
+            assert_eq!(kv.value, "majority", "the minority's write survived");
+            assert_eq!(kv.revision, written.revision);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the old leader never caught up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = rt.block_on(healed.status()).unwrap();
+    assert_ne!(
+        status.leader,
+        Some(format!("{leader_id:016x}")),
+        "{status:?}"
+    );
+}
