@@ -36,6 +36,9 @@ pub struct Options {
     pub advertise: Option<SocketAddr>,
     /// Where the cluster API listens; default: the peer service's address, port `api.port`.
     pub api_listen: Option<SocketAddr>,
+    /// Where the identity, the consensus log and snapshots are kept; `None`: in memory (a
+    /// diskless node, which rejoins as a new member after a restart).
+    pub data_dir: Option<PathBuf>,
     pub timing: Timing,
     /// Raft timing in milliseconds: heartbeat, election timeout low and high.
     pub raft_timing: (u64, u64, u64),
@@ -51,12 +54,19 @@ impl Default for Options {
             listen: None,
             advertise: None,
             api_listen: None,
+            data_dir: default_data_dir(),
             timing: Timing::default(),
             raft_timing: (50, 150, 300),
             unhealthy_after: Duration::from_secs(3),
             replace_after: Duration::from_secs(30),
         }
     }
+}
+
+/// `/var/lib/shoal/cluster` when `/var/lib/shoal` exists (persistent state), else none.
+fn default_data_dir() -> Option<PathBuf> {
+    let state = std::path::Path::new("/var/lib/shoal");
+    state.is_dir().then(|| state.join("cluster"))
 }
 
 fn emit(event: Event) {
@@ -158,9 +168,31 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen for peers on tcp {listen}"))?;
 
-    // The log lives in memory, so a restart is a new member: a fresh id every start keeps an
-    // old id from ever coming back with an empty log.
-    let id = crate::random::u64() >> 1;
+    let identity = match &options.data_dir {
+        Some(dir) => crate::identity::load_or_create(dir)
+            .with_context(|| format!("the node identity in {}", dir.display()))?,
+        None => crate::identity::ephemeral().context("a node identity")?,
+    };
+    let id = identity.id;
+    let (log, machine) = match &options.data_dir {
+        Some(dir) => {
+            let path = dir.join(crate::identity::LOG_FILE);
+            let (log, discarded) =
+                MemLog::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            if discarded > 0 {
+                tracing::warn!(
+                    "{}: cut off a torn tail of {discarded} bytes",
+                    path.display()
+                );
+            }
+            let snapshot = dir.join(crate::identity::SNAPSHOT_FILE);
+            let machine = StateMachine::open(&snapshot)
+                .with_context(|| format!("cannot read {}", snapshot.display()))?;
+            (log, machine)
+        }
+        None => (MemLog::default(), StateMachine::default()),
+    };
+    let restored = log.is_used().await;
     let (heartbeat, low, high) = options.raft_timing;
     let raft_config = openraft::Config {
         cluster_name: cluster.name.clone(),
@@ -172,13 +204,12 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     }
     .validate()
     .context("raft timing")?;
-    let machine = StateMachine::default();
     let pool = Pool::new(keys.clone());
     let raft = Raft::new(
         id,
         Arc::new(raft_config),
         Network { pool: pool.clone() },
-        MemLog::default(),
+        log,
         machine.clone(),
     )
     .await
@@ -205,6 +236,7 @@ async fn serve(options: Options) -> anyhow::Result<()> {
             labels: config.node.labels.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             hint,
+            public_key: identity.public_key.clone(),
         },
         unhealthy_after: options.unhealthy_after,
         contacted: AtomicBool::new(false),
@@ -238,7 +270,27 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         unhealthy_after: options.unhealthy_after,
         replace_after: options.replace_after,
     };
-    let mut formation = Formation::new(settings, id, advertise, unix_ms(), started.elapsed());
+    // A node with consensus state from an earlier run is a member already: it never forms.
+    let mut formation = if restored {
+        tracing::info!(
+            node = format!("{id:016x}"),
+            "consensus state restored from {}",
+            options
+                .data_dir
+                .as_deref()
+                .map_or("memory".into(), |d| d.display().to_string())
+        );
+        Formation::member(
+            settings,
+            id,
+            advertise,
+            unix_ms(),
+            identity.cluster_id.unwrap_or_default(),
+            started.elapsed(),
+        )
+    } else {
+        Formation::new(settings, id, advertise, unix_ms(), started.elapsed())
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_announce = Duration::ZERO;
@@ -281,6 +333,12 @@ async fn serve(options: Options) -> anyhow::Result<()> {
             formation.set_member(cluster_id, Some(leader));
             if !reported_member {
                 reported_member = true;
+                if let Some(dir) = &options.data_dir
+                    && identity.cluster_id != Some(cluster_id)
+                    && let Err(e) = crate::identity::save_cluster(dir, cluster_id)
+                {
+                    tracing::warn!("cannot record the cluster id in {}: {e}", dir.display());
+                }
                 let voter = metrics
                     .membership_config
                     .membership()
@@ -752,12 +810,19 @@ impl Node {
 
     async fn answer(&self, request: Request) -> Response {
         match request {
-            Request::AppendEntries(r) => {
+            Request::AppendEntries(to, _)
+            | Request::Vote(to, _)
+            | Request::InstallSnapshot(to, _)
+                if to != self.id =>
+            {
+                Response::NotThisNode(self.id)
+            }
+            Request::AppendEntries(_, r) => {
                 self.contacted.store(true, Ordering::Relaxed);
                 Response::AppendEntries(self.raft.append_entries(r).await)
             }
-            Request::Vote(r) => Response::Vote(self.raft.vote(r).await),
-            Request::InstallSnapshot(r) => {
+            Request::Vote(_, r) => Response::Vote(self.raft.vote(r).await),
+            Request::InstallSnapshot(_, r) => {
                 self.contacted.store(true, Ordering::Relaxed);
                 Response::InstallSnapshot(self.raft.install_snapshot(r).await)
             }

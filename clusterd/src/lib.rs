@@ -8,6 +8,8 @@
 pub mod api;
 pub mod daemon;
 pub mod formation;
+pub mod identity;
+pub mod journal;
 pub mod keys;
 pub mod network;
 pub mod peer;

@@ -75,6 +75,13 @@ impl Client {
         &self,
         response: Response,
     ) -> RPCError<NodeId, BasicNode, E> {
+        if let Response::NotThisNode(id) = response {
+            // The node this member was is gone; another one has its address.
+            return RPCError::Unreachable(Unreachable::new(&Failure(format!(
+                "node {:016x} is gone: node {id:016x} answers at its address",
+                self.target
+            ))));
+        }
         RPCError::Network(NetworkError::new(&Failure(format!(
             "node {} answered with the wrong kind of response: {response:?}",
             self.target
@@ -89,7 +96,7 @@ impl RaftNetwork<TypeConfig> for Client {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         match self
-            .call(Request::AppendEntries(rpc), option.hard_ttl())
+            .call(Request::AppendEntries(self.target, rpc), option.hard_ttl())
             .await?
         {
             Response::AppendEntries(r) => {
@@ -108,7 +115,10 @@ impl RaftNetwork<TypeConfig> for Client {
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
         match self
-            .call(Request::InstallSnapshot(rpc), option.hard_ttl())
+            .call(
+                Request::InstallSnapshot(self.target, rpc),
+                option.hard_ttl(),
+            )
             .await?
         {
             Response::InstallSnapshot(r) => {
@@ -123,7 +133,10 @@ impl RaftNetwork<TypeConfig> for Client {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        match self.call(Request::Vote(rpc), option.hard_ttl()).await? {
+        match self
+            .call(Request::Vote(self.target, rpc), option.hard_ttl())
+            .await?
+        {
             Response::Vote(r) => {
                 r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }

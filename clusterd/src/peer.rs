@@ -63,9 +63,11 @@ pub enum PeerError {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Request {
-    AppendEntries(AppendEntriesRequest<TypeConfig>),
-    Vote(VoteRequest<NodeId>),
-    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Consensus messages name the node they are for: an address can pass to another node
+    /// (a wiped node back with a new id), which must not answer for the old one.
+    AppendEntries(NodeId, AppendEntriesRequest<TypeConfig>),
+    Vote(NodeId, VoteRequest<NodeId>),
+    InstallSnapshot(NodeId, InstallSnapshotRequest<TypeConfig>),
     /// Add this node to the cluster (forwarded to the leader by whoever receives it).
     Join(JoinRequest),
     /// Propose a command (forwarded to the leader, once).
@@ -105,6 +107,8 @@ pub enum Response {
     Join(Result<JoinReply, String>),
     Propose(Result<Outcome, Failure>),
     Read(Result<Option<Value>, Failure>),
+    /// A consensus message for another node id reached this one (which has this id).
+    NotThisNode(NodeId),
 }
 
 /// Why a proposal or a read did not happen.

@@ -22,6 +22,9 @@ pub struct NodeInfo {
     /// Its wish about voting (`node.voter`).
     #[serde(default)]
     pub hint: crate::formation::Hint,
+    /// Its Ed25519 public key (hex), created with its identity.
+    #[serde(default)]
+    pub public_key: String,
 }
 
 /// A node as the cluster knows it.

@@ -35,9 +35,19 @@ impl Drop for Node {
 
 impl Node {
     fn start(config: &Path, port: u16) -> Node {
+        Node::start_with(config, port, None)
+    }
+
+    /// Starts a node that keeps its identity and consensus state in `data` (else in memory).
+    fn start_with(config: &Path, port: u16, data: Option<&Path>) -> Node {
         let addr = format!("127.0.0.1:{port}");
         let api = free_port();
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        match data {
+            Some(dir) => command.arg("--data-dir").arg(dir),
+            None => command.arg("--diskless"),
+        };
+        let mut child = command
             .args(["--config"])
             .arg(config)
             .args(["--listen", &addr, "--advertise", &addr])
@@ -64,6 +74,13 @@ impl Node {
             port,
             api,
             started: Instant::now(),
+        }
+    }
+
+    /// Fails the test if the process has exited (a panic, a fatal storage error).
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("node on port {} exited: {status}", self.port);
         }
     }
 
@@ -467,4 +484,70 @@ fn a_partitioned_leader_cannot_commit_while_the_majority_elects_and_writes_then_
         Some(format!("{leader_id:016x}")),
         "{status:?}"
     );
+}
+
+#[test]
+fn a_whole_cluster_restarts_from_its_data_with_the_same_ids_and_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let config = write_config(dir.path(), "disk", SECRET, 3, 3, &ports);
+    let data: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("data{i}")))
+        .collect();
+    let start_all = || -> Vec<Node> {
+        ports
+            .iter()
+            .zip(&data)
+            .map(|(p, d)| Node::start_with(&config, *p, Some(d)))
+            .collect()
+    };
+    let nodes = start_all();
+    let before: Vec<_> = nodes
+        .iter()
+        .map(|n| n.membership(Duration::from_secs(20)))
+        .collect();
+    let rt = runtime();
+    let written = rt
+        .block_on(client(SECRET, &[&nodes[0]]).put("durable", "yes"))
+        .unwrap();
+    // A power cut on every node at once.
+    drop(nodes);
+
+    let nodes = start_all();
+    let after: Vec<_> = nodes
+        .iter()
+        .map(|n| n.membership(Duration::from_secs(20)))
+        .collect();
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!((&a.0, a.1), (&b.0, b.1), "same cluster, same node id");
+    }
+    let kv = rt
+        .block_on(client(SECRET, &[&nodes[1]]).get("durable"))
+        .unwrap()
+        .expect("the write survived");
+    assert_eq!((kv.value.as_str(), kv.revision), ("yes", written.revision));
+    // Nobody formed anything the second time.
+    for node in &nodes {
+        while let Ok(event) = node.events.try_recv() {
+            assert!(
+                !matches!(event, Event::ClusterInitialize { .. }),
+                "re-initialised"
+            );
+        }
+    }
+    // A node whose data is wiped comes back as a new member with a new id.
+    let mut nodes = nodes;
+    let wiped = nodes.pop().unwrap();
+    drop(wiped);
+    std::fs::remove_dir_all(&data[2]).unwrap();
+    let fresh = Node::start_with(&config, ports[2], Some(&data[2]));
+    let (cluster, id, _, _) = fresh.membership(Duration::from_secs(20));
+    assert_eq!(cluster, after[0].0);
+    assert_ne!(id, after[2].1, "a wiped node never reuses its id");
+    // The others keep running: the old id's address now answers for another node, which
+    // must not make the leader take it for the old member with a lost log.
+    std::thread::sleep(Duration::from_secs(1));
+    for node in &mut nodes {
+        node.assert_running();
+    }
 }

@@ -11,9 +11,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 const USAGE: &str = "\
 usage: shoal-clusterd [--config FILE] [--listen ADDR:PORT] [--advertise ADDR:PORT]
-                      [--api-listen ADDR:PORT]
+                      [--api-listen ADDR:PORT] [--data-dir DIR | --diskless]
 defaults: /run/shoal/config.toml, 0.0.0.0:<cluster.port>, this node's address towards its
-first seed or the LAN, the --listen address with port <api.port>
+first seed or the LAN, the --listen address with port <api.port>, /var/lib/shoal/cluster
+when /var/lib/shoal exists (else in memory)
 ";
 
 fn main() -> ExitCode {
@@ -23,6 +24,10 @@ fn main() -> ExitCode {
         if arg == "--help" || arg == "-h" {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
+        }
+        if arg == "--diskless" {
+            options.data_dir = None;
+            continue;
         }
         let Some(value) = args.next() else {
             eprintln!("shoal-clusterd: {arg} needs a value\n{USAGE}");
@@ -40,6 +45,10 @@ fn main() -> ExitCode {
             "--listen" => address(&value).map(|a| options.listen = Some(a)),
             "--advertise" => address(&value).map(|a| options.advertise = Some(a)),
             "--api-listen" => address(&value).map(|a| options.api_listen = Some(a)),
+            "--data-dir" => {
+                options.data_dir = Some(value.into());
+                Ok(())
+            }
             _ => Err(format!("unknown option {arg}")),
         };
         if let Err(e) = parsed {
