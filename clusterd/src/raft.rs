@@ -287,7 +287,12 @@ impl StateMachine {
         })
     }
 
-    fn persist(&self, meta: &SnapshotMeta<NodeId, BasicNode>, state: &State) -> StoreResult<()> {
+    /// Writes the snapshot to its file (nothing in memory-only mode).
+    fn persist(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        state: &State,
+    ) -> std::io::Result<()> {
         let Some(path) = &self.snapshot_file else {
             return Ok(());
         };
@@ -295,9 +300,8 @@ impl StateMachine {
             meta: meta.clone(),
             state: state.clone(),
         })
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        .map_err(std::io::Error::other)?;
         write_atomic(path, &bytes)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
     }
 
     /// Changes whenever a write to the key-value space is applied.
@@ -336,7 +340,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: m.membership.clone(),
             snapshot_id,
         };
-        self.persist(&meta, &m.state)?;
+        self.persist(&meta, &m.state)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         m.snapshot = Some((meta.clone(), data.clone()));
         Ok(Snapshot {
             meta,
@@ -394,7 +399,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let state: State = serde_json::from_slice(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        self.persist(meta, &state)?;
+        self.persist(meta, &state)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let mut m = self.inner.lock().await;
         self.revision.send_replace(state.revision);
         m.state = state;
