@@ -42,6 +42,9 @@ pub struct Options {
     pub timing: Timing,
     /// Raft timing in milliseconds: heartbeat, election timeout low and high.
     pub raft_timing: (u64, u64, u64),
+    /// Snapshot after this many log entries, and keep none before it (default: 5000 entries,
+    /// 1000 kept for followers slightly behind).
+    pub snapshot_every: Option<u64>,
     /// Voter replacement and health.
     pub unhealthy_after: Duration,
     pub replace_after: Duration,
@@ -57,6 +60,7 @@ impl Default for Options {
             data_dir: default_data_dir(),
             timing: Timing::default(),
             raft_timing: (50, 150, 300),
+            snapshot_every: None,
             unhealthy_after: Duration::from_secs(3),
             replace_after: Duration::from_secs(30),
         }
@@ -200,6 +204,14 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         election_timeout_min: low,
         election_timeout_max: high,
         install_snapshot_timeout: 2000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+            options.snapshot_every.unwrap_or(5000),
+        ),
+        max_in_snapshot_log_to_keep: if options.snapshot_every.is_some() {
+            0
+        } else {
+            1000
+        },
         ..Default::default()
     }
     .validate()

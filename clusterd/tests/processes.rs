@@ -40,9 +40,14 @@ impl Node {
 
     /// Starts a node that keeps its identity and consensus state in `data` (else in memory).
     fn start_with(config: &Path, port: u16, data: Option<&Path>) -> Node {
+        Node::start_args(config, port, data, &[])
+    }
+
+    fn start_args(config: &Path, port: u16, data: Option<&Path>, extra: &[&str]) -> Node {
         let addr = format!("127.0.0.1:{port}");
         let api = free_port();
         let mut command = Command::new(BIN);
+        command.args(extra);
         match data {
             Some(dir) => command.arg("--data-dir").arg(dir),
             None => command.arg("--diskless"),
@@ -550,4 +555,56 @@ fn a_whole_cluster_restarts_from_its_data_with_the_same_ids_and_state() {
     for node in &mut nodes {
         node.assert_running();
     }
+}
+
+#[test]
+fn a_node_far_behind_catches_up_from_a_snapshot_after_its_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let config = write_config(dir.path(), "snap", SECRET, 3, 3, &ports);
+    let data: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("data{i}")))
+        .collect();
+    let start = |i: usize| {
+        Node::start_args(
+            &config,
+            ports[i],
+            Some(&data[i]),
+            &["--snapshot-every", "20"],
+        )
+    };
+    let mut nodes: Vec<Option<Node>> = (0..3).map(|i| Some(start(i))).collect();
+    let members: Vec<_> = nodes
+        .iter()
+        .map(|n| n.as_ref().unwrap().membership(Duration::from_secs(20)))
+        .collect();
+    let leader = members.iter().position(|m| m.1 == m.2).unwrap();
+    let behind = (leader + 1) % 3;
+    let writer = (leader + 2) % 3;
+    drop(nodes[behind].take());
+    let rt = runtime();
+    let api = client(SECRET, &[nodes[writer].as_ref().unwrap()]);
+    for i in 0..60 {
+        rt.block_on(api.put(&format!("key{i}"), &i.to_string()))
+            .unwrap();
+    }
+    // The leader has snapshotted and dropped the log the stopped node misses.
+    assert!(data[leader].join("snapshot.json").exists());
+    let back = start(behind);
+    let (_, id, _, _) = back.membership(Duration::from_secs(20));
+    assert_eq!(id, members[behind].1, "the same identity");
+    let status_api = client(SECRET, &[&back]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = rt.block_on(status_api.status()).unwrap();
+        if status.revision >= 60 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never caught up: {status:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        data[behind].join("snapshot.json").exists(),
+        "installed from a snapshot"
+    );
 }

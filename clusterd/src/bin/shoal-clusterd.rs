@@ -12,6 +12,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 const USAGE: &str = "\
 usage: shoal-clusterd [--config FILE] [--listen ADDR:PORT] [--advertise ADDR:PORT]
                       [--api-listen ADDR:PORT] [--data-dir DIR | --diskless]
+                      [--snapshot-every ENTRIES]
 defaults: /run/shoal/config.toml, 0.0.0.0:<cluster.port>, this node's address towards its
 first seed or the LAN, the --listen address with port <api.port>, /var/lib/shoal/cluster
 when /var/lib/shoal exists (else in memory)
@@ -45,6 +46,10 @@ fn main() -> ExitCode {
             "--listen" => address(&value).map(|a| options.listen = Some(a)),
             "--advertise" => address(&value).map(|a| options.advertise = Some(a)),
             "--api-listen" => address(&value).map(|a| options.api_listen = Some(a)),
+            "--snapshot-every" => value
+                .parse()
+                .map(|n| options.snapshot_every = Some(n))
+                .map_err(|e| format!("--snapshot-every: {value:?}: {e}")),
             "--data-dir" => {
                 options.data_dir = Some(value.into());
                 Ok(())
