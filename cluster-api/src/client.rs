@@ -19,8 +19,12 @@ use crate::types::{
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// No endpoint accepted a connection; nothing was sent.
     #[error("no endpoint answered: {0}")]
     Unreachable(String),
+    /// The request was sent but no answer came: it may or may not have taken effect.
+    #[error("sent, but no answer (the outcome is unknown): {0}")]
+    Unknown(String),
     /// The cluster answered with an error (`status` is the HTTP status).
     #[error("{message} (HTTP {status})")]
     Api { status: u16, message: String },
@@ -97,13 +101,12 @@ impl Client {
         self
     }
 
-    async fn call_one(
+    /// Connects to one endpoint (TCP, TLS, HTTP handshake): nothing is sent yet, so a failure
+    /// here is safe to retry elsewhere.
+    async fn connect(
         &self,
         endpoint: &str,
-        method: &Method,
-        path: &str,
-        body: &Option<Vec<u8>>,
-    ) -> Result<(StatusCode, Bytes), String> {
+    ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
         let stream = TcpStream::connect(endpoint)
             .await
             .map_err(|e| format!("{endpoint}: {e}"))?;
@@ -113,33 +116,16 @@ impl Client {
             .connect(tls::server_name(), stream)
             .await
             .map_err(|e| format!("{endpoint}: TLS: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| format!("{endpoint}: {e}"))?;
         tokio::spawn(connection);
-        let request = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header("host", tls::SERVER_NAME)
-            .header("authorization", format!("Bearer {}", self.token))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.clone().unwrap_or_default())))
-            .map_err(|e| format!("{endpoint}: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("{endpoint}: {e}"))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("{endpoint}: {e}"))?
-            .to_bytes();
-        Ok((status, bytes))
+        Ok(sender)
     }
 
-    /// Sends one request; the first endpoint that answers decides.
+    /// Sends one request. The first endpoint that accepts a connection gets it; once a request
+    /// is sent it is never sent again elsewhere (a write could otherwise happen twice), so a
+    /// failure after that point is an error whose outcome is unknown.
     pub async fn call(
         &self,
         method: Method,
@@ -148,13 +134,43 @@ impl Client {
     ) -> Result<(StatusCode, Bytes, String), ClientError> {
         let mut failures = Vec::new();
         for endpoint in &self.endpoints {
-            match tokio::time::timeout(self.timeout, self.call_one(endpoint, &method, path, &body))
-                .await
+            let mut sender = match tokio::time::timeout(self.timeout, self.connect(endpoint)).await
             {
-                Ok(Ok((status, bytes))) => return Ok((status, bytes, endpoint.clone())),
-                Ok(Err(e)) => failures.push(e),
-                Err(_) => failures.push(format!("{endpoint}: no answer within {:?}", self.timeout)),
-            }
+                Ok(Ok(sender)) => sender,
+                Ok(Err(e)) => {
+                    failures.push(e);
+                    continue;
+                }
+                Err(_) => {
+                    failures.push(format!(
+                        "{endpoint}: no connection within {:?}",
+                        self.timeout
+                    ));
+                    continue;
+                }
+            };
+            let request = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header("host", tls::SERVER_NAME)
+                .header("authorization", format!("Bearer {}", self.token))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.clone().unwrap_or_default())))
+                .map_err(|e| ClientError::Setup(e.to_string()))?;
+            let exchange = async {
+                let response = sender.send_request(request).await?;
+                let status = response.status();
+                let bytes = response.into_body().collect().await?.to_bytes();
+                Ok::<_, hyper::Error>((status, bytes))
+            };
+            return match tokio::time::timeout(self.timeout, exchange).await {
+                Ok(Ok((status, bytes))) => Ok((status, bytes, endpoint.clone())),
+                Ok(Err(e)) => Err(ClientError::Unknown(format!("{endpoint}: {e}"))),
+                Err(_) => Err(ClientError::Unknown(format!(
+                    "{endpoint}: no answer within {:?}",
+                    self.timeout
+                ))),
+            };
         }
         Err(ClientError::Unreachable(failures.join("; ")))
     }

@@ -2,168 +2,16 @@
 //! a node with another secret. Each node listens on its own port and names the others as
 //! seeds (broadcast needs a LAN; the VM tests cover it).
 
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+mod support;
+
+use std::path::PathBuf;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
-use shoal_boot_events::{Event, parse_line};
+use shoal_boot_events::Event;
 use shoal_cluster_api::client::{CasOutcome, Client, ClientError};
-use shoal_cluster_api::identity::{Identity, admin_credential};
-use shoal_config::secret::Secret;
-
-const BIN: &str = env!("CARGO_BIN_EXE_shoal-clusterd");
-
-/// A running shoal-clusterd and its boot events.
-struct Node {
-    child: Child,
-    events: Receiver<Event>,
-    port: u16,
-    /// The cluster API's port.
-    api: u16,
-    started: Instant,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    fn start(config: &Path, port: u16) -> Node {
-        Node::start_with(config, port, None)
-    }
-
-    /// Starts a node that keeps its identity and consensus state in `data` (else in memory).
-    fn start_with(config: &Path, port: u16, data: Option<&Path>) -> Node {
-        Node::start_args(config, port, data, &[])
-    }
-
-    fn start_args(config: &Path, port: u16, data: Option<&Path>, extra: &[&str]) -> Node {
-        let addr = format!("127.0.0.1:{port}");
-        let api = free_port();
-        let mut command = Command::new(BIN);
-        command.args(extra);
-        match data {
-            Some(dir) => command.arg("--data-dir").arg(dir),
-            None => command.arg("--diskless"),
-        };
-        let mut child = command
-            .args(["--config"])
-            .arg(config)
-            .args(["--listen", &addr, "--advertise", &addr])
-            .args(["--api-listen", &format!("127.0.0.1:{api}")])
-            .env("SHOAL_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start shoal-clusterd");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(record) = parse_line(&line)
-                    && tx.send(record.event).is_err()
-                {
-                    break;
-                }
-            }
-        });
-        Node {
-            child,
-            events: rx,
-            port,
-            api,
-            started: Instant::now(),
-        }
-    }
-
-    /// Fails the test if the process has exited (a panic, a fatal storage error).
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("node on port {} exited: {status}", self.port);
-        }
-    }
-
-    /// Waits for the first event `pick` accepts.
-    fn wait_for<T>(
-        &self,
-        within: Duration,
-        what: &str,
-        mut pick: impl FnMut(Event) -> Option<T>,
-    ) -> T {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(event) => {
-                    if let Some(found) = pick(event) {
-                        return found;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("node on port {}: no {what} within {within:?}", self.port)
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("node on port {} exited before {what}", self.port)
-                }
-            }
-        }
-    }
-
-    /// (cluster id, this node's id, leader, voter) once it is a member.
-    fn membership(&self, within: Duration) -> (String, u64, u64, bool) {
-        self.wait_for(within, "cluster.member", |e| match e {
-            Event::ClusterMember {
-                cluster_id,
-                node,
-                leader,
-                voter,
-                ..
-            } => Some((cluster_id, node, leader, voter)),
-            _ => None,
-        })
-    }
-}
-
-/// A port free for both TCP and UDP on 127.0.0.1.
-fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-        let port = tcp.local_addr().expect("local addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn write_config(
-    dir: &Path,
-    name: &str,
-    secret: &str,
-    expected: u32,
-    voters: u32,
-    ports: &[u16],
-) -> PathBuf {
-    let seeds: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "version = 1\n[cluster]\nname = \"proc\"\nsecret = \"{secret}\"\nexpected_size = {expected}\nvoters = {voters}\nseeds = [{}]\n",
-            seeds.join(", ")
-        ),
-    )
-    .expect("write config");
-    path
-}
-
-const SECRET: &str = "c2hvYWwgdGVzdCBzZWNyZXQsIDMyIGJ5dGVzIGxvbmch";
-const OTHER_SECRET: &str = "YW5vdGhlciBjbHVzdGVyJ3Mgc2VjcmV0LCAzMiBieXRlcw==";
+use shoal_cluster_api::identity::Identity;
+use support::{Node, OTHER_SECRET, SECRET, client, free_port, runtime, signal, write_config};
 
 #[test]
 fn three_nodes_form_one_cluster_survive_the_leader_and_take_in_late_nodes() {
@@ -241,26 +89,6 @@ fn a_node_with_another_secret_is_left_out() {
         Err(RecvTimeoutError::Timeout) => {}
         other => panic!("the stranger should stay out: {other:?}"),
     }
-}
-
-fn client(secret: &str, endpoints: &[&Node]) -> Client {
-    let secret: Secret = secret.parse().expect("a valid secret");
-    Client::new(
-        endpoints
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.api))
-            .collect(),
-        admin_credential(&secret),
-        Identity::derive(&secret).public_key,
-    )
-    .expect("a client")
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
 }
 
 #[test]
@@ -414,12 +242,6 @@ fn the_api_reads_and_writes_through_any_node_and_refuses_what_it_must() {
         Err(ClientError::Api { status: 503, .. }) => {}
         other => panic!("a linearizable read without quorum: {other:?}"),
     }
-}
-
-fn signal(node: &Node, signal: libc::c_int) {
-    // SAFETY: kill(2) on a child this test started and has not reaped.
-    let rc = unsafe { libc::kill(node.child.id() as libc::pid_t, signal) };
-    assert_eq!(rc, 0, "kill({signal})");
 }
 
 #[test]

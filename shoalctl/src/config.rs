@@ -23,7 +23,7 @@ enum ConfigCommand {
     Validate {
         /// The file (`-`: standard input).
         file: PathBuf,
-        /// A summary for people, or JSON for scripts.
+        /// A summary for people, or JSON or YAML for scripts.
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
@@ -54,12 +54,7 @@ fn validate(file: &Path, output: Output) -> Result<()> {
         Ok(config) => {
             match output {
                 Output::Table => print!("{}", summary(&source, &config)),
-                Output::Json => {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&summary_json(&source, &config))?
-                    )
-                }
+                _ => crate::print_data(output, &summary_json(&source, &config))?,
             }
             Ok(())
         }
@@ -70,14 +65,14 @@ fn validate(file: &Path, output: Output) -> Result<()> {
                         eprintln!("{e}");
                     }
                 }
-                Output::Json => {
+                _ => {
                     let errors: Vec<serde_json::Value> = errors
                         .iter()
                         .map(|e| serde_json::json!({ "location": e.location, "reason": e.reason }))
                         .collect();
                     let report =
                         serde_json::json!({ "source": source, "valid": false, "errors": errors });
-                    println!("{}", serde_json::to_string_pretty(&report)?);
+                    crate::print_data(output, &report)?;
                 }
             }
             Err(Reported.into())

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use sha2::{Digest as _, Sha256};
+use shoal_cluster_api::identity::Identity;
 use shoal_config::{MachineConfig, Secret};
 
 #[derive(Debug, Args)]
@@ -55,7 +56,7 @@ pub fn run(args: GenArgs) -> Result<()> {
         .expose());
     let machine = machine_toml(&args.name, args.size, voters, &secret, &token_hash(&token));
     check_generated(&machine)?;
-    let client = client_toml(&args.name, &token);
+    let client = client_toml(&args.name, &token, &Identity::derive(&secret).server_key());
 
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot make {}", args.out.display()))?;
@@ -153,11 +154,13 @@ pub fn machine_toml(
         .replace("@TOKEN_HASH@", &quoted(token_hash))
 }
 
-/// shoalctl's side: which cluster, its admin token, where to reach it.
-pub fn client_toml(name: &str, token: &str) -> String {
+/// shoalctl's side: which cluster, its admin token, the API key its nodes serve with
+/// (`ed25519:<hex>`, derived from the cluster secret), where to reach it.
+pub fn client_toml(name: &str, token: &str, server_key: &str) -> String {
     CLIENT_TEMPLATE
         .replace("@NAME@", &quoted(name))
         .replace("@TOKEN@", &quoted(token))
+        .replace("@SERVER_KEY@", &quoted(server_key))
 }
 
 const MACHINE_TEMPLATE: &str = r#"# Shoal machine configuration, written by `shoalctl gen config`.
@@ -243,6 +246,9 @@ const CLIENT_TEMPLATE: &str = r#"# shoalctl's credentials for a Shoal cluster, w
 
 cluster = @NAME@
 token = @TOKEN@
+# The key every node serves the cluster API with, derived from the cluster secret: shoalctl
+# talks only to a server that holds it. Not a secret.
+server_key = @SERVER_KEY@
 # The cluster API on the nodes, as "host:port" (api.port, 7443 unless changed); shoalctl tries
 # them in turn.
 endpoints = []
@@ -338,12 +344,25 @@ mod tests {
     }
 
     #[test]
-    fn the_client_file_names_the_cluster_and_holds_the_token() {
-        let text = client_toml("lab", "00ff");
+    fn the_client_file_names_the_cluster_and_holds_the_token_and_server_key() {
+        let server_key = Identity::derive(&secret()).server_key();
+        let text = client_toml("lab", "00ff", &server_key);
         let table: toml::Table = text.parse().unwrap();
         assert_eq!(table["cluster"].as_str(), Some("lab"));
         assert_eq!(table["token"].as_str(), Some("00ff"));
+        assert_eq!(table["server_key"].as_str(), Some(server_key.as_str()));
         assert_eq!(table["endpoints"].as_array().map(Vec::len), Some(0));
+        assert_eq!(table.len(), 4, "{text}");
+        // The key the nodes derive from the secret, in the form shoalctl reads back.
+        assert!(server_key.starts_with("ed25519:"), "{server_key}");
+        assert_eq!(
+            shoal_cluster_api::identity::parse_server_key(table["server_key"].as_str().unwrap()),
+            Ok(Identity::derive(&secret()).public_key)
+        );
+        assert!(text.contains(&format!("\nserver_key = \"{server_key}\"\n")));
+        // It is explained by the comment above it.
+        let at = text.find("\nserver_key = ").unwrap();
+        assert!(text[..at].lines().last().unwrap().starts_with('#'));
     }
 
     #[test]

@@ -1,21 +1,32 @@
-//! `shoalctl`: the operator's command line. For now it speaks to the node's own daemons: the
-//! supervisor (as root or an admin) and netd (anyone may read, root or an admin may reload),
-//! and writes and checks machine configurations; cluster commands come with clusterd.
+//! `shoalctl`: the operator's command line. It speaks to the cluster over the cluster API that
+//! every node serves (`status`, `nodes`, `node`, `members`, `kv`, `watch`: HTTPS with the
+//! cluster's key pinned, credentials from shoalctl.toml or a machine configuration's cluster
+//! secret), to the node's own daemons over their local APIs (`service`: the supervisor, as root
+//! or an admin; `network`: netd, anyone may read, root or an admin may reload), and writes and
+//! checks machine configurations (`config`, `gen`). Every command that prints data takes
+//! `-o table|json|yaml`.
 
+mod cluster;
 mod config;
 mod generate;
 mod network;
 mod table;
+mod yaml;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
 use shoal_api::supervisor::{ApiError, Client, SOCKET, ServiceInfo};
 
 #[derive(Debug, Parser)]
-#[command(name = "shoalctl", version, about = "Control a Shoal node")]
+#[command(
+    name = "shoalctl",
+    version,
+    about = "Control a Shoal cluster and its nodes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,6 +34,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Cluster(cluster::ClusterCommand),
     /// Services under the node's supervisor.
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -38,6 +51,31 @@ enum Command {
 pub(crate) enum Output {
     Table,
     Json,
+    Yaml,
+}
+
+/// Prints `value` for scripts: as YAML when asked, else as pretty JSON.
+pub(crate) fn print_data<T: Serialize + ?Sized>(output: Output, value: &T) -> Result<()> {
+    match output {
+        Output::Yaml => print!("{}", yaml::to_string(&serde_json::to_value(value)?)),
+        Output::Table | Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+    }
+    Ok(())
+}
+
+/// Prints `value` as `table` renders it, or as JSON or YAML.
+pub(crate) fn show<T: Serialize + ?Sized>(
+    output: Output,
+    value: &T,
+    table: impl FnOnce(&T) -> String,
+) -> Result<()> {
+    match output {
+        Output::Table => {
+            print!("{}", table(value));
+            Ok(())
+        }
+        Output::Json | Output::Yaml => print_data(output, value),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +170,7 @@ pub(crate) fn cannot_reach(e: ApiError, context: String) -> anyhow::Error {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Cluster(command) => cluster::run(command).await,
         Command::Service(command) => service(command).await,
         Command::Network(args) => network::run(args).await,
         Command::Config(args) => config::run(args),
@@ -144,8 +183,8 @@ async fn service(command: ServiceCommand) -> Result<()> {
         ServiceCommand::List { output, socket } => {
             let services = connect(&socket).await?.list().await?;
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&json(&services))?),
                 Output::Table => print!("{}", table(&services)),
+                _ => print_data(output, &json(&services))?,
             }
         }
         ServiceCommand::Start { name, socket } => connect(&socket).await?.start(&name).await?,

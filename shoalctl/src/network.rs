@@ -13,7 +13,7 @@ use crate::table::{or_dash, render};
 pub struct NetworkArgs {
     #[command(subcommand)]
     command: Option<NetworkCommand>,
-    /// Lines and tables for people, or JSON (the API's field names) for scripts.
+    /// Lines and tables for people, or JSON or YAML (the API's field names) for scripts.
     #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
     output: Output,
     /// netd's API socket.
@@ -44,25 +44,23 @@ pub async fn run(args: NetworkArgs) -> Result<()> {
         NetworkCommand::Reload => return reload(&client, args.output).await,
         _ => client.status().await?,
     };
-    let json = |value: serde_json::Value| -> Result<()> {
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        Ok(())
-    };
-    match (command, args.output) {
-        (NetworkCommand::Status, Output::Json) => json(serde_json::to_value(&status)?)?,
+    let output = args.output;
+    let data = |value: serde_json::Value| crate::print_data(output, &value);
+    match (command, output) {
         (NetworkCommand::Status, Output::Table) => print!("{}", summary(&status)),
-        (NetworkCommand::Links, Output::Json) => json(serde_json::to_value(&status.links)?)?,
+        (NetworkCommand::Status, _) => data(serde_json::to_value(&status)?)?,
         (NetworkCommand::Links, Output::Table) => print!("{}", links_table(&status.links)),
-        (NetworkCommand::Routes, Output::Json) => json(serde_json::to_value(&status.routes)?)?,
+        (NetworkCommand::Links, _) => data(serde_json::to_value(&status.links)?)?,
         (NetworkCommand::Routes, Output::Table) => print!("{}", routes_table(&status.routes)),
-        (NetworkCommand::Dns, Output::Json) => json(serde_json::json!({
+        (NetworkCommand::Routes, _) => data(serde_json::to_value(&status.routes)?)?,
+        (NetworkCommand::Dns, Output::Table) => print!("{}", dns(&status)),
+        (NetworkCommand::Dns, _) => data(serde_json::json!({
             "dns_servers": status.dns_servers,
             "dns_search": status.dns_search,
             "ntp_servers": status.ntp_servers,
         }))?,
-        (NetworkCommand::Dns, Output::Table) => print!("{}", dns(&status)),
-        (NetworkCommand::Leases, Output::Json) => json(leases_json(&status.links)?)?,
         (NetworkCommand::Leases, Output::Table) => print!("{}", leases_table(&status.links)),
+        (NetworkCommand::Leases, _) => data(leases_json(&status.links)?)?,
         (NetworkCommand::Reload, _) => unreachable!("reload is answered above"),
     }
     Ok(())
@@ -77,12 +75,9 @@ async fn connect(socket: &Path) -> Result<NetworkClient> {
 async fn reload(client: &NetworkClient, output: Output) -> Result<()> {
     let errors = client.reload().await?;
     match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "errors": errors }))?
-        ),
         Output::Table if errors.is_empty() => println!("configuration reloaded"),
         Output::Table => {}
+        _ => crate::print_data(output, &serde_json::json!({ "errors": errors }))?,
     }
     if !errors.is_empty() {
         bail!(
@@ -303,7 +298,7 @@ fn leases_json(links: &[LinkStatus]) -> Result<serde_json::Value> {
 }
 
 /// `45s`, `59m59s`, `1h`, `1h30m`, `2d3h`: the two largest units that are not zero.
-fn duration(seconds: u32) -> String {
+pub(crate) fn duration(seconds: u32) -> String {
     let units = [
         (seconds / 86_400, "d"),
         (seconds / 3600 % 24, "h"),
