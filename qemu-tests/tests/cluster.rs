@@ -1,6 +1,9 @@
 //! Cluster membership in booted VMs (issue 6): three VMs started together on one LAN, with a
 //! cluster secret from the configuration URL and no addresses configured anywhere, become one
-//! cluster with a leader and no manual step; powering the leader off elects another.
+//! cluster with a leader and no manual step; `shoalctl` on the host (in the test network) sees
+//! it and writes through it; powering the leader off elects another and writes continue.
+//!
+//! Needs the release `shoalctl` binary (`cargo xtask test` builds the whole workspace).
 
 use std::time::Duration;
 
@@ -29,6 +32,30 @@ struct Membership {
     leader: u64,
     /// Host time since this VM's QEMU started.
     at: Duration,
+    /// The address its lease gave, without the prefix length.
+    address: String,
+}
+
+/// Runs the release shoalctl inside the test network; returns its standard output.
+fn shoalctl(network: &Network, args: &[&str]) -> anyhow::Result<String> {
+    let bin = shoal_qemu_tests::target_dir().join("release/shoalctl");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: build it with cargo build --release -p shoalctl",
+        bin.display()
+    );
+    let output = network
+        .command(&bin.display().to_string())
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "shoalctl {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
 }
 
 fn membership(vm: &Vm) -> anyhow::Result<Membership> {
@@ -47,11 +74,21 @@ fn membership(vm: &Vm) -> anyhow::Result<Membership> {
     else {
         unreachable!()
     };
+    let address = vm
+        .events()
+        .into_iter()
+        .find_map(|e| match e.record.event {
+            Event::DhcpBound { address, .. } => Some(address),
+            _ => None,
+        })
+        .and_then(|a| a.split('/').next().map(str::to_owned))
+        .ok_or_else(|| anyhow::anyhow!("no lease"))?;
     Ok(Membership {
         cluster_id,
         node,
         leader,
         at: timed.at,
+        address,
     })
 }
 
@@ -62,10 +99,12 @@ fn three_vms_booted_together_form_one_cluster_and_elect_a_new_leader_when_it_pow
     let mut network = Network::new()?;
     network.start_dnsmasq(network.dhcp_config())?;
     let www = tempfile::tempdir()?;
-    std::fs::write(
-        www.path().join("cluster.toml"),
-        format!("[cluster]\nname = \"vmlab\"\nsecret = \"{SECRET}\"\nexpected_size = 3\n"),
-    )?;
+    let config = format!("[cluster]\nname = \"vmlab\"\nsecret = \"{SECRET}\"\nexpected_size = 3\n");
+    std::fs::write(www.path().join("cluster.toml"), &config)?;
+    let operator = tempfile::tempdir()?;
+    let machine = operator.path().join("machine.toml");
+    std::fs::write(&machine, &config)?;
+    let machine = machine.display().to_string();
     network.serve_http(www.path())?;
     let mut vms = Vec::new();
     for i in 0..3 {
@@ -127,6 +166,80 @@ fn three_vms_booted_together_form_one_cluster_and_elect_a_new_leader_when_it_pow
         }
     }
 
+    // The operator's view from the host: every node, and a write through one node read back
+    // through another.
+    let endpoint = |m: &Membership| format!("{}:7443", m.address);
+    // Each node registers itself about a second after it becomes a member.
+    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(15));
+    let nodes = loop {
+        let listed = shoalctl(
+            &network,
+            &[
+                "nodes",
+                "--machine-config",
+                &machine,
+                "--endpoint",
+                &endpoint(&members[0]),
+                "-o",
+                "json",
+            ],
+        )
+        .map_err(|e| fail(&vms, e.to_string()))?;
+        let nodes: serde_json::Value = serde_json::from_str(&listed)?;
+        let healthy = nodes
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|n| n["healthy"] == true).count());
+        if healthy == 3 {
+            break nodes;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(fail(
+                &vms,
+                format!("shoalctl nodes never listed 3 healthy nodes: {nodes}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let leaders = nodes
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|n| n["role"] == "leader").count());
+    if leaders != 1 {
+        return Err(fail(&vms, format!("not one leader in {nodes}")));
+    }
+    shoalctl(
+        &network,
+        &[
+            "kv",
+            "put",
+            "greeting",
+            "hello",
+            "--machine-config",
+            &machine,
+            "--endpoint",
+            &endpoint(&members[1]),
+        ],
+    )
+    .map_err(|e| fail(&vms, e.to_string()))?;
+    let read = shoalctl(
+        &network,
+        &[
+            "kv",
+            "get",
+            "greeting",
+            "--machine-config",
+            &machine,
+            "--endpoint",
+            &endpoint(&members[2]),
+            "-o",
+            "json",
+        ],
+    )
+    .map_err(|e| fail(&vms, e.to_string()))?;
+    let read: serde_json::Value = serde_json::from_str(&read)?;
+    if read["value"] != "hello" {
+        return Err(fail(&vms, format!("read back {read}")));
+    }
+
     // Power cut on the leader.
     let Some(leader) = members.iter().position(|m| m.node == first.leader) else {
         return Err(fail(&vms, "the leader is none of the three".into()));
@@ -149,5 +262,26 @@ fn three_vms_booted_together_form_one_cluster_and_elect_a_new_leader_when_it_pow
         "new leader seen by both survivors {:.2} s after the leader's QEMU was killed (host clock)",
         cut.elapsed().as_secs_f64()
     );
+    // Writes continue through a survivor.
+    let survivor = members
+        .iter()
+        .enumerate()
+        .find(|(i, _)| *i != leader)
+        .map(|(_, m)| endpoint(m))
+        .unwrap_or_default();
+    shoalctl(
+        &network,
+        &[
+            "kv",
+            "put",
+            "greeting",
+            "after",
+            "--machine-config",
+            &machine,
+            "--endpoint",
+            &survivor,
+        ],
+    )
+    .map_err(|e| fail(&vms, format!("no write after the failover: {e}")))?;
     Ok(())
 }
