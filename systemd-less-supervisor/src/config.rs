@@ -2865,17 +2865,6 @@ io_weight = 0
     }
 
     #[test]
-    fn the_images_service_definitions_load_and_their_dependencies_exist() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../image-build/profiles/services");
-        let services = load_dir(&dir).unwrap_or_else(|e| panic!("{e:?}"));
-        let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["clusterd", "config", "netd", "network-online"]);
-        let clusterd = &services[0];
-        assert_eq!(clusterd.requires, [name("config"), name("network-online")]);
-        assert!(clusterd.capabilities.is_empty());
-    }
-
-    #[test]
     fn the_example_definitions_load() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/services");
         let services = load_dir(&dir).unwrap();

@@ -120,6 +120,7 @@ fn the_test_image_service_definitions_are_valid() {
         [
             "base",
             "capsvc",
+            "clusterd",
             "config",
             "crashy",
             "forkbomb",
@@ -136,7 +137,7 @@ fn the_test_image_service_definitions_are_valid() {
     );
     for service in services
         .iter()
-        .filter(|s| !["netd", "config"].contains(&s.name.as_str()))
+        .filter(|s| !["netd", "config", "clusterd"].contains(&s.name.as_str()))
     {
         if service.kind == ServiceType::Target {
             continue;
@@ -330,10 +331,18 @@ fn the_default_image_service_definitions_are_valid() {
     let services = load_valid(&default_services_dir());
     let mut names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
     names.sort();
-    assert_eq!(names, ["config", "netd", "network-online"]);
+    assert_eq!(names, ["clusterd", "config", "netd", "network-online"]);
     let netd = services.iter().find(|s| s.name.as_str() == "netd").unwrap();
     assert_eq!(netd.kind, ServiceType::Notify);
     assert_eq!(netd.command, ["/usr/lib/shoal/shoal-netd"]);
+    // clusterd needs the configuration (its secret) and the network; it holds no capability.
+    let clusterd = services
+        .iter()
+        .find(|s| s.name.as_str() == "clusterd")
+        .unwrap();
+    let requires: Vec<&str> = clusterd.requires.iter().map(|n| n.as_str()).collect();
+    assert_eq!(requires, ["config", "network-online"]);
+    assert!(clusterd.capabilities.is_empty());
 }
 
 #[test]
