@@ -240,6 +240,27 @@ fn three_vms_booted_together_form_one_cluster_and_elect_a_new_leader_when_it_pow
         return Err(fail(&vms, format!("read back {read}")));
     }
 
+    // The footprint of an idle member (the figure the project compares: sum of VmRSS).
+    let rss = vms[0]
+        .wait_for_test_report("rss-cluster", scaled(Duration::from_secs(20)))
+        .map_err(|e| fail(&vms, e.to_string()))?;
+    let kib = |k: &str| rss[k].as_u64().unwrap_or(0);
+    println!(
+        "idle member: PID 1 {} KiB, supervisor {} KiB, netd {} KiB, clusterd {} KiB; {} processes, {:.1} MiB in all",
+        kib("pid1_kib"),
+        kib("supervisor_kib"),
+        kib("netd_kib"),
+        kib("clusterd_kib"),
+        kib("processes"),
+        kib("total_kib") as f64 / 1024.0
+    );
+    if kib("clusterd_kib") == 0 {
+        return Err(fail(
+            &vms,
+            format!("no clusterd in the footprint report: {rss}"),
+        ));
+    }
+
     // Power cut on the leader.
     let Some(leader) = members.iter().position(|m| m.node == first.leader) else {
         return Err(fail(&vms, "the leader is none of the three".into()));

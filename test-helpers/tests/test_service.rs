@@ -130,6 +130,7 @@ fn the_test_image_service_definitions_are_valid() {
             "netinfo",
             "network-online",
             "rss",
+            "rss-cluster",
             "sleeper",
             "stubborn",
             "top"

@@ -59,7 +59,12 @@ fn main() {
         ["caps"] => caps(),
         ["ignore-term"] => ignore_term(),
         ["sleep"] => sleep_until_term(),
-        ["rss"] => rss(),
+        ["rss"] => rss("rss"),
+        // The same a few seconds after clusterd started: an idle cluster member's footprint.
+        ["rss-cluster"] => {
+            std::thread::sleep(std::time::Duration::from_secs(4));
+            rss("rss-cluster")
+        }
         ["netinfo"] => netinfo(),
         _ => usage(&format!("unknown arguments {args:?}")),
     };
@@ -77,10 +82,10 @@ fn usage(problem: &str) -> i32 {
 
 /// The footprint figure the issue asks for: VmRSS of PID 1, of the supervisor, and the sum over
 /// every userspace process (kernel threads have none), ourselves excluded.
-fn rss() -> i32 {
+fn rss(test: &str) -> i32 {
     let me = std::process::id();
-    let (mut pid1, mut supervisor, mut netd, mut total, mut processes) =
-        (0u64, 0u64, 0u64, 0u64, 0u32);
+    let (mut pid1, mut supervisor, mut netd, mut clusterd, mut total, mut processes) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u32);
     let entries = std::fs::read_dir("/proc")
         .map(|d| d.flatten().collect::<Vec<_>>())
         .unwrap_or_default();
@@ -117,11 +122,12 @@ fn rss() -> i32 {
         match field("Name:") {
             Some("shoal-superviso") => supervisor = kib,
             Some("shoal-netd") => netd = kib,
+            Some("shoal-clusterd") => clusterd = kib,
             _ => {}
         }
     }
     println!(
-        "{TEST_PREFIX}{{\"test\":\"rss\",\"pid1_kib\":{pid1},\"supervisor_kib\":{supervisor},\"netd_kib\":{netd},\"total_kib\":{total},\"processes\":{processes}}}"
+        "{TEST_PREFIX}{{\"test\":\"{test}\",\"pid1_kib\":{pid1},\"supervisor_kib\":{supervisor},\"netd_kib\":{netd},\"clusterd_kib\":{clusterd},\"total_kib\":{total},\"processes\":{processes}}}"
     );
     0
 }
