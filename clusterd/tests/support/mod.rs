@@ -45,8 +45,18 @@ impl Node {
     }
 
     pub fn start_args(config: &Path, port: u16, data: Option<&Path>, extra: &[&str]) -> Node {
+        Node::start_full(config, port, free_port(), data, extra)
+    }
+
+    /// Starts a node with its API on a given port (a restarted node keeps its address).
+    pub fn start_full(
+        config: &Path,
+        port: u16,
+        api: u16,
+        data: Option<&Path>,
+        extra: &[&str],
+    ) -> Node {
         let addr = format!("127.0.0.1:{port}");
-        let api = free_port();
         let mut command = Command::new(BIN);
         command.args(extra);
         match data {
@@ -173,6 +183,17 @@ pub fn client(secret: &str, endpoints: &[&Node]) -> Client {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.api))
             .collect(),
+        admin_credential(&secret),
+        Identity::derive(&secret).public_key,
+    )
+    .expect("a client")
+}
+
+/// A client for one node's API port.
+pub fn client_at(secret: &str, api: u16) -> Client {
+    let secret: Secret = secret.parse().expect("a valid secret");
+    Client::new(
+        vec![format!("127.0.0.1:{api}")],
         admin_credential(&secret),
         Identity::derive(&secret).public_key,
     )
