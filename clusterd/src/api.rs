@@ -60,6 +60,8 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        // Small answers go out at once (no Nagle delay behind the client's delayed ACK).
+        let _ = stream.set_nodelay(true);
         let (acceptor, node, tokens) = (acceptor.clone(), node.clone(), tokens.clone());
         tokio::spawn(async move {
             let tls =

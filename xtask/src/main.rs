@@ -5,7 +5,8 @@
 //! - `demo [--nodes N]`: deps, image, then boots an N-node QEMU cluster and shows it.
 //! - `test`: deps, lint, the test image, the fuzz targets (built, not run), then every test in
 //!   the workspace (VM tests included).
-//! - `bench`: deps, image, then the boot-time benchmark.
+//! - `bench`: deps, image, then the boot-time benchmark (to cluster membership), then the
+//!   cluster benchmark (key-value latency and throughput, failover).
 //! - `lint`: rustfmt and clippy, as CI wants them.
 
 use std::path::{Path, PathBuf};
@@ -79,7 +80,17 @@ fn main() -> Result<()> {
                 "out/default",
             ];
             args.extend(rest.iter().map(String::as_str));
-            cargo(&args)
+            cargo(&args)?;
+            // The cluster's own figures: key-value latency and throughput, failover.
+            cargo(&[
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "shoal-clusterd",
+                "--bin",
+                "shoal-cluster-bench",
+            ])
         }
         "lint" => lint(),
         other => bail!("unknown command {other}; try deps, image, demo, test, bench or lint"),
