@@ -430,3 +430,62 @@ fn a_node_far_behind_catches_up_from_a_snapshot_after_its_restart() {
         "installed from a snapshot"
     );
 }
+
+#[test]
+fn voters_grow_to_the_configured_count_and_a_dead_voter_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    // One node forms the cluster alone; three voters are wanted.
+    let config = write_config(dir.path(), "grow", SECRET, 1, 3, &ports);
+    let fast = ["--replace-after", "2s"];
+    let first = Node::start_args(&config, ports[0], None, &fast);
+    let (cluster, _, _, voter) = first.membership(Duration::from_secs(20));
+    assert!(voter);
+    let rt = runtime();
+    let api = client(SECRET, &[&first]);
+    let voters = |api: &shoal_cluster_api::client::Client| {
+        rt.block_on(api.members())
+            .map(|m| (m.voters.len(), m.learners.len()))
+            .unwrap_or((0, 0))
+    };
+    assert_eq!(voters(&api), (1, 0));
+
+    // A second node alone would make two voters, no safer than one: it stays a learner.
+    let second = Node::start_args(&config, ports[1], None, &fast);
+    assert_eq!(second.membership(Duration::from_secs(20)).0, cluster);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(voters(&api), (1, 1));
+
+    // A third: both are promoted together.
+    let third = Node::start_args(&config, ports[2], None, &fast);
+    assert_eq!(third.membership(Duration::from_secs(20)).0, cluster);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while voters(&api) != (3, 0) {
+        assert!(
+            Instant::now() < deadline,
+            "never three voters: {:?}",
+            voters(&api)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A fourth joins as a learner; then a voter dies and the learner takes its place.
+    let fourth = Node::start_args(&config, ports[3], None, &fast);
+    let (_, fourth_id, _, _) = fourth.membership(Duration::from_secs(20));
+    assert_eq!(voters(&api), (3, 1));
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let members = rt.block_on(api.members()).unwrap();
+        let ids: Vec<&str> = members.voters.iter().map(|m| m.id.as_str()).collect();
+        if members.voters.len() == 3 && ids.contains(&format!("{fourth_id:016x}").as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead voter was never replaced: {members:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop((third, fourth));
+}

@@ -12,10 +12,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 const USAGE: &str = "\
 usage: shoal-clusterd [--config FILE] [--listen ADDR:PORT] [--advertise ADDR:PORT]
                       [--api-listen ADDR:PORT] [--data-dir DIR | --diskless]
-                      [--snapshot-every ENTRIES]
+                      [--snapshot-every ENTRIES] [--replace-after DURATION]
 defaults: /run/shoal/config.toml, 0.0.0.0:<cluster.port>, this node's address towards its
 first seed or the LAN, the --listen address with port <api.port>, /var/lib/shoal/cluster
-when /var/lib/shoal exists (else in memory)
+when /var/lib/shoal exists (else in memory), a voter silent 30s is replaced
 ";
 
 fn main() -> ExitCode {
@@ -46,6 +46,9 @@ fn main() -> ExitCode {
             "--listen" => address(&value).map(|a| options.listen = Some(a)),
             "--advertise" => address(&value).map(|a| options.advertise = Some(a)),
             "--api-listen" => address(&value).map(|a| options.api_listen = Some(a)),
+            "--replace-after" => shoal_units::parse_duration(&value)
+                .map(|d| options.replace_after = d)
+                .map_err(|e| format!("--replace-after: {e}")),
             "--snapshot-every" => value
                 .parse()
                 .map(|n| options.snapshot_every = Some(n))
