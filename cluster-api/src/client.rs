@@ -13,7 +13,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::tls;
 use crate::types::{
-    Cas, CasFailed, ErrorBody, KeyValue, Members, NodeView, Put, Status, Watch, Written,
+    Cas, CasFailed, ErrorBody, KeyValue, Members, NodeView, NodesWatch, Put, Status, Watch, Written,
 };
 
 /// Why a call failed.
@@ -194,6 +194,27 @@ impl Client {
 
     pub async fn nodes(&self) -> Result<Vec<NodeView>, ClientError> {
         self.json(Method::GET, "/v1/nodes", None).await
+    }
+
+    /// The nodes once their membership, roles or health change from the view `since` (empty:
+    /// at once), waiting up to `wait`.
+    pub async fn watch_nodes(
+        &self,
+        since: &str,
+        wait: Duration,
+    ) -> Result<NodesWatch, ClientError> {
+        let client = self.clone().with_timeout(self.timeout + wait);
+        client
+            .json(
+                Method::GET,
+                &format!(
+                    "/v1/nodes/watch?since={}&timeout={}",
+                    encode_key(since),
+                    wait.as_secs()
+                ),
+                None,
+            )
+            .await
     }
 
     pub async fn node(&self, id: &str) -> Result<NodeView, ClientError> {

@@ -46,6 +46,33 @@ pub struct NodeView {
     pub joined_ms: u64,
 }
 
+/// `GET /v1/nodes/watch?since=TAG&timeout=SECONDS`: the nodes once their membership, roles or
+/// health differ from the view `since` names (at once when `since` is empty or stale), or as
+/// they are when `timeout` passes. `tag` names this view for the next call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodesWatch {
+    pub tag: String,
+    pub nodes: Vec<NodeView>,
+}
+
+/// The tag of a node view: what a watcher cares about (who, where, role, health), not the
+/// heartbeat ages that change every second.
+pub fn nodes_tag(nodes: &[NodeView]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for n in nodes {
+        hash.update(n.id.as_bytes());
+        hash.update([0]);
+        hash.update(n.addr.as_bytes());
+        hash.update([0]);
+        hash.update(n.hostname.as_bytes());
+        hash.update([0]);
+        hash.update(n.role.as_bytes());
+        hash.update([u8::from(n.healthy)]);
+    }
+    crate::identity::hex(&hash.finalize()[..12])
+}
+
 /// `GET /v1/members`: consensus membership.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Members {
@@ -130,4 +157,31 @@ pub fn node_id(id: u64) -> String {
 /// Parses a node id: 16 hex digits, or a unique prefix is the caller's business.
 pub fn parse_node_id(text: &str) -> Option<u64> {
     u64::from_str_radix(text, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: &str, healthy: bool, age: u64) -> NodeView {
+        NodeView {
+            id: id.into(),
+            hostname: "h".into(),
+            addr: "10.0.0.1:7700".into(),
+            labels: BTreeMap::new(),
+            version: "0.1.0".into(),
+            role: "voter".into(),
+            healthy,
+            heartbeat_age_ms: age,
+            joined_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_tag_follows_health_and_membership_not_heartbeat_ages() {
+        let a = nodes_tag(&[view("1", true, 100)]);
+        assert_eq!(a, nodes_tag(&[view("1", true, 900)]));
+        assert_ne!(a, nodes_tag(&[view("1", false, 900)]));
+        assert_ne!(a, nodes_tag(&[view("1", true, 100), view("2", true, 100)]));
+    }
 }

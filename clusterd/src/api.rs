@@ -191,6 +191,7 @@ async fn handle(node: &Node, tokens: &Tokens, request: Request<Incoming>) -> Rep
     match (method, segments.as_slice()) {
         (Method::GET, ["v1", "status"]) => json(StatusCode::OK, &status(node).await),
         (Method::GET, ["v1", "nodes"]) => json(StatusCode::OK, &nodes(node).await),
+        (Method::GET, ["v1", "nodes", "watch"]) => watch_nodes(node, &query).await,
         (Method::GET, ["v1", "nodes", id]) => {
             let all = nodes(node).await;
             match all.into_iter().find(|n| n.id == *id || n.hostname == *id) {
@@ -381,6 +382,44 @@ async fn nodes(node: &Node) -> Vec<NodeView> {
             }
         })
         .collect()
+}
+
+/// Long-polls the node view until its tag differs from `since` (health is time-based, so the
+/// view is looked at every 250 ms).
+async fn watch_nodes(node: &Node, query: &str) -> Reply {
+    let mut since = String::new();
+    let mut wait = Duration::from_secs(30);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "since" => match decode_key(v) {
+                Ok(tag) => since = tag,
+                Err(m) => return error(StatusCode::BAD_REQUEST, m),
+            },
+            "timeout" => match v.parse::<u64>() {
+                Ok(s) => wait = Duration::from_secs(s).min(MAX_WATCH),
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("timeout={v:?} is not seconds"),
+                    );
+                }
+            },
+            _ => return error(StatusCode::BAD_REQUEST, format!("unknown parameter {k:?}")),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let view = nodes(node).await;
+        let tag = shoal_cluster_api::types::nodes_tag(&view);
+        if tag != since || tokio::time::Instant::now() >= deadline {
+            return json(
+                StatusCode::OK,
+                &shoal_cluster_api::types::NodesWatch { tag, nodes: view },
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 async fn watch(node: &Node, query: &str) -> Reply {

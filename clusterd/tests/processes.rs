@@ -452,7 +452,8 @@ fn voters_grow_to_the_configured_count_and_a_dead_voter_is_replaced() {
 
     // A second node alone would make two voters, no safer than one: it stays a learner.
     let second = Node::start_args(&config, ports[1], None, &fast);
-    assert_eq!(second.membership(Duration::from_secs(20)).0, cluster);
+    let (second_cluster, second_id, _, _) = second.membership(Duration::from_secs(20));
+    assert_eq!(second_cluster, cluster);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(voters(&api), (1, 1));
 
@@ -473,7 +474,25 @@ fn voters_grow_to_the_configured_count_and_a_dead_voter_is_replaced() {
     let fourth = Node::start_args(&config, ports[3], None, &fast);
     let (_, fourth_id, _, _) = fourth.membership(Duration::from_secs(20));
     assert_eq!(voters(&api), (3, 1));
+    let second_id = format!("{second_id:016x}");
+    let before = rt.block_on(api.watch_nodes("", Duration::ZERO)).unwrap();
     drop(second);
+    // A watcher of the nodes hears of it: unhealthy, then replaced.
+    let watched = Instant::now();
+    let changed = rt
+        .block_on(api.watch_nodes(&before.tag, Duration::from_secs(15)))
+        .unwrap();
+    assert_ne!(
+        changed.tag, before.tag,
+        "the watch timed out instead of reporting the change"
+    );
+    assert!(watched.elapsed() < Duration::from_secs(10));
+    let gone = changed
+        .nodes
+        .iter()
+        .find(|n| n.id == second_id)
+        .expect("still listed");
+    assert!(!gone.healthy || gone.role != "voter", "{gone:?}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let members = rt.block_on(api.members()).unwrap();

@@ -34,7 +34,7 @@ pub enum ClusterCommand {
     /// revision.
     Status(Connection),
     /// Every node: id, hostname, address, role, health, heartbeat age, version, labels.
-    Nodes(Connection),
+    Nodes(NodesArgs),
     /// One node, by id (16 hex digits) or hostname.
     Node(NodeArgs),
     /// Consensus membership: voters and learners with their addresses, the leader marked.
@@ -69,6 +69,16 @@ pub struct Connection {
     /// Tables for people, or JSON or YAML (the API's field names) for scripts.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// Print the nodes again whenever membership, a role or a node's health changes, until
+    /// Ctrl-C.
+    #[arg(long)]
+    watch: bool,
+    #[command(flatten)]
+    connection: Connection,
 }
 
 #[derive(Debug, Args)]
@@ -136,9 +146,39 @@ pub async fn run(command: ClusterCommand) -> Result<()> {
             let status = connect(&c)?.status().await?;
             show(c.output, &status, status_table)
         }
-        ClusterCommand::Nodes(c) => {
+        ClusterCommand::Nodes(NodesArgs {
+            watch: false,
+            connection: c,
+        }) => {
             let nodes = connect(&c)?.nodes().await?;
             show(c.output, &nodes, |n| nodes_table(n))
+        }
+        ClusterCommand::Nodes(NodesArgs {
+            watch: true,
+            connection: c,
+        }) => {
+            let client = connect(&c)?;
+            let mut tag = String::new();
+            loop {
+                match client.watch_nodes(&tag, WATCH_WAIT).await {
+                    Ok(view) if view.tag != tag => {
+                        tag = view.tag;
+                        match c.output {
+                            Output::Table => println!("{}", nodes_table(&view.nodes)),
+                            Output::Json => println!("{}", serde_json::to_string(&view.nodes)?),
+                            Output::Yaml => {
+                                println!("---");
+                                crate::print_data(Output::Yaml, &view.nodes)?;
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        eprintln!("shoalctl: {e} (retrying)");
+                        tokio::time::sleep(WATCH_RETRY).await;
+                    }
+                }
+            }
         }
         ClusterCommand::Node(args) => {
             let node = connect(&args.connection)?.node(&args.node).await?;
