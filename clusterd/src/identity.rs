@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use crate::formation::NodeId;
-use crate::journal::write_atomic;
+use crate::journal::{write_atomic, write_atomic_mode};
 
 /// The files in a data directory.
 pub const ID_FILE: &str = "node-id";
@@ -79,7 +79,7 @@ pub fn load_or_create(dir: &Path) -> io::Result<Identity> {
         Ok(k) => k,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let k = key_pair()?;
-            write_private(&file(KEY_FILE), &k)?;
+            write_atomic_mode(&file(KEY_FILE), &k, 0o600)?;
             k
         }
         Err(e) => return Err(e),
@@ -118,27 +118,6 @@ pub fn save_cluster(dir: &Path, cluster_id: u64) -> io::Result<()> {
         &dir.join(CLUSTER_FILE),
         format!("{cluster_id:016x}\n").as_bytes(),
     )
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let temporary = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&temporary, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -145,9 +145,20 @@ impl Journal {
 /// Writes `bytes` to `path` atomically and durably (a temporary file, fsync, rename, fsync of
 /// the directory).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_mode(path, bytes, 0o644)
+}
+
+/// [`write_atomic`] with the file's permission bits (`0o600` for keys), set from creation on.
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let temporary = path.with_extension("tmp");
     {
-        let mut file = File::create(&temporary)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
     }
