@@ -384,30 +384,34 @@ async fn nodes(node: &Node) -> Vec<NodeView> {
         .collect()
 }
 
-/// Long-polls the node view until its tag differs from `since` (health is time-based, so the
-/// view is looked at every 250 ms).
-async fn watch_nodes(node: &Node, query: &str) -> Reply {
-    let mut since = String::new();
+/// A watch's query: the one parameter `name` (percent-decoded) and `timeout` in seconds
+/// (default 30, at most [`MAX_WATCH`]); anything else is refused.
+fn watch_query(query: &str, name: &str) -> Result<(Option<String>, Duration), String> {
+    let mut value = None;
     let mut wait = Duration::from_secs(30);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
-            "since" => match decode_key(v) {
-                Ok(tag) => since = tag,
-                Err(m) => return error(StatusCode::BAD_REQUEST, m),
-            },
-            "timeout" => match v.parse::<u64>() {
-                Ok(s) => wait = Duration::from_secs(s).min(MAX_WATCH),
-                Err(_) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("timeout={v:?} is not seconds"),
-                    );
-                }
-            },
-            _ => return error(StatusCode::BAD_REQUEST, format!("unknown parameter {k:?}")),
+        if k == name {
+            value = Some(decode_key(v)?);
+        } else if k == "timeout" {
+            let seconds = v
+                .parse::<u64>()
+                .map_err(|_| format!("timeout={v:?} is not seconds"))?;
+            wait = Duration::from_secs(seconds).min(MAX_WATCH);
+        } else {
+            return Err(format!("unknown parameter {k:?}"));
         }
     }
+    Ok((value, wait))
+}
+
+/// Long-polls the node view until its tag differs from `since` (health is time-based, so the
+/// view is looked at every 250 ms).
+async fn watch_nodes(node: &Node, query: &str) -> Reply {
+    let (since, wait) = match watch_query(query, "since") {
+        Ok((since, wait)) => (since.unwrap_or_default(), wait),
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let view = nodes(node).await;
@@ -423,32 +427,19 @@ async fn watch_nodes(node: &Node, query: &str) -> Reply {
 }
 
 async fn watch(node: &Node, query: &str) -> Reply {
-    let mut after = None;
-    let mut wait = Duration::from_secs(30);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
-            "after" => match v.parse() {
-                Ok(n) => after = Some(n),
-                Err(_) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("after={v:?} is not a revision"),
-                    );
-                }
-            },
-            "timeout" => match v.parse::<u64>() {
-                Ok(s) => wait = Duration::from_secs(s).min(MAX_WATCH),
-                Err(_) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("timeout={v:?} is not seconds"),
-                    );
-                }
-            },
-            _ => return error(StatusCode::BAD_REQUEST, format!("unknown parameter {k:?}")),
+    let (after, wait) = match watch_query(query, "after") {
+        Ok((after, wait)) => (after, wait),
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    let after = match after.map(|a| a.parse::<u64>().map_err(|_| a)).transpose() {
+        Ok(a) => a,
+        Err(a) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("after={a:?} is not a revision"),
+            );
         }
-    }
+    };
     let Some(after) = after else {
         return error(StatusCode::BAD_REQUEST, "after=<revision> is required");
     };
@@ -499,6 +490,29 @@ mod tests {
         assert!(tokens.allows("right"));
         assert!(!tokens.allows("wrong"));
         assert!(!Tokens(vec![]).allows("right"));
+    }
+
+    #[test]
+    fn watch_queries_are_checked() {
+        assert_eq!(
+            watch_query("after=5&timeout=2", "after"),
+            Ok((Some("5".into()), Duration::from_secs(2)))
+        );
+        assert_eq!(
+            watch_query("", "since"),
+            Ok((None, Duration::from_secs(30)))
+        );
+        assert_eq!(watch_query("timeout=999", "after").unwrap().1, MAX_WATCH);
+        assert!(
+            watch_query("timeout=x", "after")
+                .unwrap_err()
+                .contains("seconds")
+        );
+        assert!(
+            watch_query("bogus=1", "after")
+                .unwrap_err()
+                .contains("bogus")
+        );
     }
 
     #[test]
