@@ -120,6 +120,12 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// Where [`Node::route`] sends a request.
+enum Route {
+    Here,
+    Leader(NodeId),
+}
+
 /// A peer request's answer timeout.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a write or a linearizable read may wait for a quorum.
@@ -718,9 +724,8 @@ impl Node {
         command
             .validate()
             .map_err(|e| Failure::Invalid(e.to_string()))?;
-        let metrics = self.raft.metrics().borrow().clone();
-        match metrics.current_leader {
-            Some(leader) if leader == self.id => {
+        match self.route(forwarded)? {
+            Route::Here => {
                 match &mut command {
                     Command::Node { now_ms, .. } | Command::Heartbeat { now_ms, .. } => {
                         *now_ms = unix_ms();
@@ -742,7 +747,7 @@ impl Node {
                     ))),
                 }
             }
-            Some(leader) if !forwarded => {
+            Route::Leader(leader) => {
                 let request = Request::Propose {
                     command,
                     forwarded: true,
@@ -755,6 +760,16 @@ impl Node {
                     other => Err(Failure::Unavailable(format!("leader answered {other:?}"))),
                 }
             }
+        }
+    }
+
+    /// Where a proposal or a read goes: here on the leader, else to the leader once (a request
+    /// forwarded already that lands on a node no longer leading fails rather than bounce).
+    fn route(&self, forwarded: bool) -> Result<Route, Failure> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        match leader {
+            Some(leader) if leader == self.id => Ok(Route::Here),
+            Some(leader) if !forwarded => Ok(Route::Leader(leader)),
             Some(leader) => Err(Failure::Unavailable(format!(
                 "not the leader (node {leader:016x} is)"
             ))),
@@ -771,9 +786,8 @@ impl Node {
         key: String,
         forwarded: bool,
     ) -> Result<Option<Value>, Failure> {
-        let metrics = self.raft.metrics().borrow().clone();
-        match metrics.current_leader {
-            Some(leader) if leader == self.id => {
+        match self.route(forwarded)? {
+            Route::Here => {
                 match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.ensure_linearizable()).await {
                     Ok(Ok(_)) => Ok(self.machine.read(|s| s.kv.get(&key).cloned()).await),
                     Ok(Err(e)) => Err(Failure::Unavailable(format!("cannot read: {e}"))),
@@ -782,7 +796,7 @@ impl Node {
                     ))),
                 }
             }
-            Some(leader) if !forwarded => {
+            Route::Leader(leader) => {
                 let request = Request::Read {
                     key,
                     forwarded: true,
@@ -795,12 +809,6 @@ impl Node {
                     other => Err(Failure::Unavailable(format!("leader answered {other:?}"))),
                 }
             }
-            Some(leader) => Err(Failure::Unavailable(format!(
-                "not the leader (node {leader:016x} is)"
-            ))),
-            None => Err(Failure::Unavailable(
-                "no leader: the cluster has no quorum or is electing one".into(),
-            )),
         }
     }
 
