@@ -139,6 +139,16 @@ pub enum Event {
         modalias: String,
         loaded: Vec<String>,
     },
+    /// The hardware inventory was collected (at boot, and again after a disk or NIC came or
+    /// went): a summary, how long it took, its size as JSON, the sources it could not read.
+    #[serde(rename = "hardware.inventory")]
+    HardwareInventory {
+        reason: String,
+        summary: String,
+        ms: f64,
+        bytes: u64,
+        gaps: Vec<String>,
+    },
     /// An ordered shutdown began.
     #[serde(rename = "shutdown.begin")]
     ShutdownBegin { action: PowerAction, reason: String },
@@ -258,6 +268,7 @@ impl Event {
             Event::BootComplete => "boot.complete",
             Event::BootFailed { .. } => "boot.failed",
             Event::Hotplug { .. } => "hotplug",
+            Event::HardwareInventory { .. } => "hardware.inventory",
             Event::ShutdownBegin { .. } => "shutdown.begin",
             Event::ShutdownFinal { .. } => "shutdown.final",
             Event::Panic { .. } => "panic",
@@ -409,6 +420,13 @@ mod tests {
                 ms: 1.5,
             },
             Event::ClusterLeader { leader: 2, term: 3 },
+            Event::HardwareInventory {
+                reason: "boot".into(),
+                summary: "4 threads".into(),
+                ms: 12.5,
+                bytes: 9000,
+                gaps: vec![],
+            },
             Event::ClusterDisabled {
                 reason: "no secret".into(),
             },

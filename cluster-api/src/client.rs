@@ -222,6 +222,16 @@ impl Client {
             .await
     }
 
+    /// A node's hardware inventory (by id or hostname).
+    pub async fn inventory(&self, node: &str) -> Result<shoal_inventory::Inventory, ClientError> {
+        self.json(
+            Method::GET,
+            &format!("/v1/nodes/{}/inventory", encode_key(node)),
+            None,
+        )
+        .await
+    }
+
     pub async fn members(&self) -> Result<Members, ClientError> {
         self.json(Method::GET, "/v1/members", None).await
     }

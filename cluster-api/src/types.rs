@@ -44,6 +44,13 @@ pub struct NodeView {
     pub heartbeat_age_ms: u64,
     /// Unix milliseconds of its registration.
     pub joined_ms: u64,
+    /// One line about its hardware (`4 threads (2 sockets, 4 cores), 1 GiB, 3 disks, ...`),
+    /// once it published an inventory (`GET /v1/nodes/{id}/inventory` has all of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<String>,
+    /// Capability labels derived from its inventory (`cpu.cores`, `disk.nvme`, `gpu.nvidia`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hardware_labels: BTreeMap<String, String>,
 }
 
 /// `GET /v1/nodes/watch?since=TAG&timeout=SECONDS`: the nodes once their membership, roles or
@@ -174,6 +181,8 @@ mod tests {
             healthy,
             heartbeat_age_ms: age,
             joined_ms: 0,
+            hardware: None,
+            hardware_labels: Default::default(),
         }
     }
 

@@ -199,6 +199,7 @@ async fn handle(node: &Node, tokens: &Tokens, request: Request<Incoming>) -> Rep
                 None => error(StatusCode::NOT_FOUND, format!("no node {id}")),
             }
         }
+        (Method::GET, ["v1", "nodes", id, "inventory"]) => inventory(node, id).await,
         (Method::GET, ["v1", "members"]) => json(StatusCode::OK, &members(node)),
         (Method::GET, ["v1", "kv", key]) => {
             let key = match decode_key(key) {
@@ -379,9 +380,37 @@ async fn nodes(node: &Node) -> Vec<NodeView> {
                 healthy: role != "gone" && Duration::from_millis(age) < node.unhealthy_after,
                 heartbeat_age_ms: age,
                 joined_ms: record.joined_ms,
+                hardware: record.hardware.as_ref().map(|h| h.summary.clone()),
+                hardware_labels: record.hardware.map(|h| h.labels).unwrap_or_default(),
             }
         })
         .collect()
+}
+
+/// A node's hardware inventory, as it published it; the node is named by id or hostname.
+async fn inventory(node: &Node, name: &str) -> Reply {
+    let records = node.machine.read(|s| s.nodes.clone()).await;
+    let Some(record) = records
+        .iter()
+        .find(|(id, r)| node_id(**id) == name || r.info.hostname == name)
+        .map(|(_, r)| r)
+    else {
+        return error(StatusCode::NOT_FOUND, format!("no node {name}"));
+    };
+    match &record.hardware {
+        Some(hardware) => Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(hardware.json.clone())))
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "node {name} has published no hardware inventory (yet): its collector writes \
+                 /run/shoal/inventory.json at boot"
+            ),
+        ),
+    }
 }
 
 /// A watch's query: the one parameter `name` (percent-decoded) and `timeout` in seconds

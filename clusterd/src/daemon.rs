@@ -48,6 +48,8 @@ pub struct Options {
     /// Voter replacement and health.
     pub unhealthy_after: Duration,
     pub replace_after: Duration,
+    /// The hardware inventory file to publish (`shoal_inventory::RUN_PATH`); `None`: none.
+    pub inventory: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -63,6 +65,7 @@ impl Default for Options {
             snapshot_every: None,
             unhealthy_after: Duration::from_secs(3),
             replace_after: Duration::from_secs(30),
+            inventory: Some(PathBuf::from(shoal_inventory::RUN_PATH)),
         }
     }
 }
@@ -316,6 +319,11 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     let mut next_duty = Duration::ZERO;
     let mut reported_member = false;
     let mut registered = false;
+    let mut hardware = options
+        .inventory
+        .as_deref()
+        .map(crate::hardware::Watcher::new);
+    let publishing = Arc::new(AtomicBool::new(false));
     let mut last_leader: Option<NodeId> = None;
     let mut buf = vec![0u8; MAX_ANNOUNCEMENT + 1];
     loop {
@@ -440,11 +448,56 @@ async fn serve(options: Options) -> anyhow::Result<()> {
                     tracing::debug!("cannot {what}: {e}");
                 }
             });
+            if let Some(record) = hardware.as_mut().and_then(|w| w.current().cloned()) {
+                publish_inventory(&node, id, record, &publishing).await;
+            }
             if metrics.state == ServerState::Leader && !node.changing.load(Ordering::Acquire) {
                 manage_voters(&node, &metrics, &policy).await;
             }
         }
     }
+}
+
+/// Proposes this node's inventory when the state holds another one (or none), one proposal at
+/// a time; a failed one is simply tried again at the next duty.
+async fn publish_inventory(
+    node: &Arc<Node>,
+    id: NodeId,
+    record: crate::state::HardwareRecord,
+    publishing: &Arc<AtomicBool>,
+) {
+    let published = node
+        .machine
+        .read(|s| {
+            s.nodes
+                .get(&id)
+                .map(|n| n.hardware.as_ref().map(|h| h.json.clone()))
+        })
+        .await;
+    // Not registered yet (None), or already holding this inventory.
+    let Some(published) = published else { return };
+    if published.as_deref() == Some(record.json.as_str()) || publishing.swap(true, Ordering::AcqRel)
+    {
+        return;
+    }
+    let (n, publishing) = (node.clone(), publishing.clone());
+    tokio::spawn(async move {
+        let bytes = record.json.len();
+        match n
+            .propose(
+                Command::Inventory {
+                    id,
+                    inventory: record,
+                },
+                false,
+            )
+            .await
+        {
+            Ok(_) => tracing::info!(bytes, "published the hardware inventory"),
+            Err(e) => tracing::warn!("cannot publish the hardware inventory: {e}"),
+        }
+        publishing.store(false, Ordering::Release);
+    });
 }
 
 /// Serves the cluster API on `api.port` to holders of a configured token or of the admin
@@ -730,6 +783,7 @@ impl Node {
                     Command::Node { now_ms, .. } | Command::Heartbeat { now_ms, .. } => {
                         *now_ms = unix_ms();
                     }
+                    Command::Inventory { inventory, .. } => inventory.updated_ms = unix_ms(),
                     _ => {}
                 }
                 match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.client_write(command)).await {

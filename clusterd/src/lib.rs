@@ -8,6 +8,7 @@
 pub mod api;
 pub mod daemon;
 pub mod formation;
+pub mod hardware;
 pub mod identity;
 pub mod journal;
 pub mod keys;

@@ -27,6 +27,22 @@ pub struct NodeInfo {
     pub public_key: String,
 }
 
+/// A node's hardware as the cluster keeps it: the inventory JSON exactly as the node published
+/// it (a newer node's fields pass through older ones untouched), with the summary and labels
+/// taken out of it so node listings need not parse it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HardwareRecord {
+    pub json: String,
+    pub summary: String,
+    pub labels: BTreeMap<String, String>,
+    /// Unix ms, by the leader's clock when it proposed the command.
+    #[serde(default)]
+    pub updated_ms: u64,
+}
+
+/// The largest inventory the state accepts (a big server's is about 30 KiB).
+pub const MAX_INVENTORY: usize = 512 * 1024;
+
 /// A node as the cluster knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -35,6 +51,9 @@ pub struct NodeRecord {
     /// clock when it proposed the command.
     pub joined_ms: u64,
     pub heartbeat_ms: u64,
+    /// Its hardware, once it published an inventory.
+    #[serde(default)]
+    pub hardware: Option<HardwareRecord>,
 }
 
 /// A value in the key-value space, with the revision that last wrote it.
@@ -76,6 +95,11 @@ pub enum Command {
     Heartbeat {
         id: NodeId,
         now_ms: u64,
+    },
+    /// A node's hardware inventory (see `shoal-inventory`), as it collected it.
+    Inventory {
+        id: NodeId,
+        inventory: HardwareRecord,
     },
     /// Written by consensus itself (a new leader's blank entry, membership changes).
     Noop,
@@ -123,6 +147,8 @@ pub enum InvalidCommand {
     KeyTooLong(usize),
     #[error("the value is {0} bytes; the limit is {MAX_VALUE}")]
     ValueTooLarge(usize),
+    #[error("the inventory is {0} bytes; the limit is {MAX_INVENTORY}")]
+    InventoryTooLarge(usize),
 }
 
 impl Command {
@@ -132,6 +158,9 @@ impl Command {
             Command::Put { key, value } => (key, Some(value)),
             Command::Delete { key } => (key, None),
             Command::Cas { key, value, .. } => (key, value.as_ref()),
+            Command::Inventory { inventory, .. } if inventory.json.len() > MAX_INVENTORY => {
+                return Err(InvalidCommand::InventoryTooLarge(inventory.json.len()));
+            }
             _ => return Ok(()),
         };
         if key.is_empty() {
@@ -190,17 +219,27 @@ impl State {
                 self.write(key, value.clone())
             }
             Command::Node { id, info, now_ms } => {
-                let joined_ms = self.nodes.get(id).map_or(*now_ms, |n| n.joined_ms);
+                let previous = self.nodes.get(id);
+                let joined_ms = previous.map_or(*now_ms, |n| n.joined_ms);
+                let hardware = previous.and_then(|n| n.hardware.clone());
                 self.nodes.insert(
                     *id,
                     NodeRecord {
                         info: info.clone(),
                         joined_ms,
                         heartbeat_ms: *now_ms,
+                        hardware,
                     },
                 );
                 Outcome::Done
             }
+            Command::Inventory { id, inventory } => match self.nodes.get_mut(id) {
+                Some(n) => {
+                    n.hardware = Some(inventory.clone());
+                    Outcome::Done
+                }
+                None => Outcome::UnknownNode,
+            },
             Command::Heartbeat { id, now_ms } => match self.nodes.get_mut(id) {
                 Some(n) => {
                     n.heartbeat_ms = n.heartbeat_ms.max(*now_ms);

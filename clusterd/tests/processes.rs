@@ -508,3 +508,104 @@ fn voters_grow_to_the_configured_count_and_a_dead_voter_is_replaced() {
     }
     drop((third, fourth));
 }
+
+/// Waits until `check` passes on a call's result (the cluster applies things within seconds).
+fn eventually<T>(what: &str, within: Duration, mut attempt: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = attempt() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn each_node_publishes_its_hardware_inventory_and_republishes_it_when_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let config = write_config(dir.path(), "hw", SECRET, 2, 3, &ports);
+    // A real inventory (this machine's) and a changed copy, as after a disk hotplug.
+    let mut inventory =
+        shoal_inventory::collect(&shoal_inventory::Roots::host(), &shoal_inventory::Live);
+    let files: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("inventory-{i}.json")))
+        .collect();
+    std::fs::write(&files[0], serde_json::to_vec(&inventory).unwrap()).unwrap();
+    let nodes: Vec<Node> = ports
+        .iter()
+        .zip(&files)
+        .map(|(p, f)| Node::start_args(&config, *p, None, &["--inventory", f.to_str().unwrap()]))
+        .collect();
+    let ids: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{:016x}", n.membership(Duration::from_secs(20)).1))
+        .collect();
+    let rt = runtime();
+    let api = client(SECRET, &[&nodes[1]]);
+
+    let published = eventually("node 0's inventory", Duration::from_secs(10), || {
+        rt.block_on(api.inventory(&ids[0])).ok()
+    });
+    assert_eq!(published.labels, inventory.labels);
+    assert_eq!(published.cpu, inventory.cpu);
+    let view = rt.block_on(api.node(&ids[0])).unwrap();
+    assert_eq!(view.hardware_labels, inventory.labels);
+    assert!(view.hardware.unwrap().contains("threads"));
+
+    // Node 1 has no inventory file: a clear 404, and its node view says nothing.
+    match rt.block_on(api.inventory(&ids[1])) {
+        Err(ClientError::Api {
+            status: 404,
+            message,
+        }) => {
+            assert!(message.contains("no hardware inventory"), "{message}")
+        }
+        other => panic!("an inventory out of nowhere: {other:?}"),
+    }
+    assert_eq!(rt.block_on(api.node(&ids[1])).unwrap().hardware, None);
+    match rt.block_on(api.inventory("no-such-node")) {
+        Err(ClientError::Api {
+            status: 404,
+            message,
+        }) => {
+            assert!(message.contains("no node"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The file appears on node 1, and changes on node 0 (a disk came): both show up.
+    std::fs::write(&files[1], serde_json::to_vec(&inventory).unwrap()).unwrap();
+    inventory
+        .storage
+        .disks
+        .push(shoal_inventory::storage::Disk {
+            name: "sdz".into(),
+            size_bytes: 1 << 30,
+            ..Default::default()
+        });
+    inventory.labels.insert("disk.count".into(), "99".into());
+    std::fs::write(&files[0], serde_json::to_vec(&inventory).unwrap()).unwrap();
+    eventually("node 1's inventory", Duration::from_secs(10), || {
+        rt.block_on(api.inventory(&ids[1])).ok()
+    });
+    eventually("node 0's new disk", Duration::from_secs(10), || {
+        let got = rt.block_on(api.inventory(&ids[0])).ok()?;
+        got.storage
+            .disks
+            .iter()
+            .any(|d| d.name == "sdz")
+            .then_some(())
+    });
+    assert_eq!(
+        rt.block_on(api.node(&ids[0])).unwrap().hardware_labels["disk.count"],
+        "99"
+    );
+
+    // A broken file is not published: the last good inventory stays.
+    std::fs::write(&files[0], b"{\"schema\": \"garbage\"").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let still = rt.block_on(api.inventory(&ids[0])).unwrap();
+    assert!(still.storage.disks.iter().any(|d| d.name == "sdz"));
+}

@@ -73,6 +73,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A Debian package is unusable: unknown to apt, or without a file the profile wants.
+    #[error("Debian package {package}: {reason}")]
+    Package {
+        /// The Debian package.
+        package: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A file that should be ELF64 (a module, a binary) is malformed.
     #[error("{}: not a usable ELF64 file: {reason}", path.display())]
     Elf {

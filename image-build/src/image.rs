@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cmd;
 use crate::cpio::CpioWriter;
+use crate::debian::FetchedFile;
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::modules::ModuleTree;
@@ -53,6 +54,8 @@ const RUN_SYMLINKS: [(&str, &str); 3] = [
     // netd writes the resolver configuration at run time.
     ("/etc/resolv.conf", "/run/shoal/resolv.conf"),
 ];
+/// Mode of every `[[package_file]]` in the root image, whatever the package gave it.
+const PACKAGE_FILE_MODE: u32 = 0o644;
 const PASSWD: &str = "root:x:0:0:root:/:/sbin/nologin\n";
 const GROUP: &str = "root:x:0:\n";
 
@@ -142,6 +145,7 @@ pub(crate) struct Content<'a> {
     pub profile: &'a Profile,
     pub kernel: &'a Kernel,
     pub binaries: &'a BTreeMap<BinarySpec, PathBuf>,
+    pub package_files: &'a [FetchedFile],
     pub modules: &'a ModuleTree,
     pub early: &'a BTreeSet<String>,
     pub full: &'a BTreeSet<String>,
@@ -189,6 +193,7 @@ pub(crate) fn stage_rootfs(root: &Path, content: &Content<'_>) -> Result<usize> 
         copy_file(&file.source, &dest)?;
         file_modes.insert(dest, file.mode);
     }
+    stage_package_files(root, content.package_files, &mut file_modes)?;
     let moddir = staged(root, &format!("/lib/modules/{}", content.kernel.release));
     content
         .modules
@@ -203,6 +208,21 @@ pub(crate) fn stage_rootfs(root: &Path, content: &Content<'_>) -> Result<usize> 
         make_symlink(target, &staged(root, link))?;
     }
     normalize_tree(root, content.epoch, &file_modes)
+}
+
+/// Copies the files taken from Debian packages (already in the cache) to their paths under
+/// `root`, and records their mode for [`normalize_tree`].
+fn stage_package_files(
+    root: &Path,
+    files: &[FetchedFile],
+    file_modes: &mut BTreeMap<PathBuf, u32>,
+) -> Result<()> {
+    for file in files {
+        let dest = staged(root, &file.path);
+        copy_file(&file.source, &dest)?;
+        file_modes.insert(dest, PACKAGE_FILE_MODE);
+    }
+    Ok(())
 }
 
 /// Gives every entry fixed permissions (directories 0755, executables 0755, other files 0644,
@@ -467,6 +487,50 @@ mod tests {
         assert_ne!(a, erofs_uuid("test", "6.1.0-56-amd64", 1));
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "5");
+    }
+
+    #[test]
+    fn package_files_are_staged_with_fixed_mode_and_time() {
+        // A fake unpacked package: the file is executable there, and must not be in the image.
+        let cache = tempfile::tempdir().unwrap();
+        let source = cache.path().join("tree/usr/share/misc/pci.ids");
+        write_file(&source, "8086  Intel Corporation\n").unwrap();
+        fs::set_permissions(&source, fs::Permissions::from_mode(0o755)).unwrap();
+        let fetched = FetchedFile {
+            package: "pci.ids".into(),
+            version: "1".into(),
+            deb_sha256: "d0d0".into(),
+            path: "/usr/share/misc/pci.ids".into(),
+            source: source.clone(),
+            size: 24,
+            sha256: String::new(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut file_modes = BTreeMap::new();
+        stage_package_files(root, &[fetched], &mut file_modes).unwrap();
+        normalize_tree(root, 1_000_000, &file_modes).unwrap();
+        let staged_file = staged(root, "/usr/share/misc/pci.ids");
+        assert_eq!(
+            fs::read_to_string(&staged_file).unwrap(),
+            "8086  Intel Corporation\n"
+        );
+        let meta = fs::metadata(&staged_file).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o644);
+        assert_eq!(
+            meta.modified().unwrap(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)
+        );
+        let dir_mode = fs::metadata(staged(root, "/usr/share/misc"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o7777, 0o755);
+        // The cache keeps its copy as it was.
+        assert_eq!(
+            fs::metadata(&source).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
     }
 
     #[test]

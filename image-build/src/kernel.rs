@@ -1,19 +1,16 @@
 //! Fetching Debian's kernel package into a local cache.
 //!
 //! `linux-image-amd64` is a metapackage; the kernel lives in the versioned package it depends
-//! on (`linux-image-6.1.0-N-amd64`). Each package version is downloaded once with
-//! `apt-get download`, unpacked with `dpkg-deb -x`, and kept under
-//! `<cache>/kernel/<package>_<version>/`. A cache entry appears by one rename, so an interrupted
-//! or concurrent fetch never leaves a half entry behind.
+//! on (`linux-image-6.1.0-N-amd64`). Each package version is downloaded and unpacked once by
+//! [`debian::fetch`] and kept under `<cache>/kernel/<package>_<version>/`.
 
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::cmd;
+use crate::debian;
 use crate::error::{Error, Result};
 
 /// An unpacked kernel package.
@@ -60,13 +57,6 @@ pub(crate) fn versioned_dependency(record: &str) -> Option<(String, Option<Strin
     })
 }
 
-/// Reads `Version:` out of an `apt-cache show` record.
-pub(crate) fn version_from_show(record: &str) -> Option<String> {
-    record
-        .lines()
-        .find_map(|line| line.strip_prefix("Version:").map(|v| v.trim().to_owned()))
-}
-
 fn kernel_error(package: &str, reason: impl Into<String>) -> Error {
     Error::Kernel {
         package: package.to_owned(),
@@ -74,11 +64,17 @@ fn kernel_error(package: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Kernel errors say "kernel package": a package error from [`debian`] becomes one.
+fn as_kernel_error(error: Error) -> Error {
+    match error {
+        Error::Package { package, reason } => Error::Kernel { package, reason },
+        other => other,
+    }
+}
+
 /// The candidate `apt-cache show` record of `package`.
 fn show(package: &str) -> Result<String> {
-    let no_lists = "apt knows no such package; run `apt-get update` (as root) so its package lists are present";
-    cmd::stdout(Command::new("apt-cache").args(["show", "--no-all-versions", package]))
-        .map_err(|e| kernel_error(package, format!("{e}\n({no_lists})")))
+    debian::show(package).map_err(as_kernel_error)
 }
 
 /// Resolves `package` to (versioned package, Debian version) with apt's package lists.
@@ -103,7 +99,7 @@ pub fn resolve(package: &str) -> Result<(String, String)> {
             }
         }
     };
-    let version = version_from_show(&record).ok_or_else(|| {
+    let version = debian::version_from_show(&record).ok_or_else(|| {
         kernel_error(
             &versioned,
             format!("`apt-cache show {versioned}` gave no Version"),
@@ -112,91 +108,22 @@ pub fn resolve(package: &str) -> Result<(String, String)> {
     Ok((versioned, version))
 }
 
-/// The cache directory name for a package version (`:` of an epoch is not path-friendly).
-fn entry_name(package: &str, version: &str) -> String {
-    format!("{package}_{}", version.replace(':', "%3a"))
-}
-
 /// Makes sure the package is in the cache, downloading and unpacking it if needed.
 /// `step` is told about each slow step ("download", "extract") before it starts.
 pub fn fetch(requested: &str, cache: &Path, mut step: impl FnMut(&str)) -> Result<Kernel> {
     let (package, version) = resolve(requested)?;
-    let kernel_cache = cache.join("kernel");
-    let entry = kernel_cache.join(entry_name(&package, &version));
-    // One fetch at a time per cache (parallel tests share it): the lock is held until return.
-    let _lock = if entry.join("tree").is_dir() {
-        None
-    } else {
-        fs::create_dir_all(&kernel_cache).map_err(Error::io("create", &kernel_cache))?;
-        let lock_path = kernel_cache.join(".lock");
-        let lock = fs::File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
-        lock.lock().map_err(Error::io("lock", &lock_path))?;
-        Some(lock)
-    };
-    // Whoever held the lock before may have fetched it.
-    if !entry.join("tree").is_dir() {
-        let tmp = tempfile::Builder::new()
-            .prefix(".fetch-")
-            .tempdir_in(&kernel_cache)
-            .map_err(Error::io("create a temporary directory in", &kernel_cache))?;
-        step(&format!("downloading {package} {version}"));
-        // apt-get writes into the current directory.
-        cmd::run(
-            Command::new("apt-get")
-                .args(["download", "-q", &format!("{package}={version}")])
-                .current_dir(tmp.path()),
-        )?;
-        let deb = find_deb(tmp.path(), &package)?;
-        let sha = sha256_file(&deb)?;
-        step(&format!("unpacking {package} {version}"));
-        let tree = tmp.path().join("tree");
-        cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
-        fs::write(tmp.path().join("deb.sha256"), format!("{sha}\n"))
-            .map_err(Error::io("write", tmp.path()))?;
-        // Keep the unpacked tree; the .deb is not needed again.
-        fs::remove_file(&deb).map_err(Error::io("remove", &deb))?;
-        let tmp = tmp.keep();
-        if let Err(e) = fs::rename(&tmp, &entry) {
-            // Someone else finished the same entry first: use theirs.
-            let _ = fs::remove_dir_all(&tmp);
-            if !entry.join("tree").is_dir() {
-                return Err(Error::io(format!("move {} to", tmp.display()), &entry)(e));
-            }
-        }
-    }
-    let sha_file = entry.join("deb.sha256");
-    let deb_sha256 = fs::read_to_string(&sha_file)
-        .map_err(Error::io("read", &sha_file))?
-        .trim()
-        .to_owned();
-    let (release, vmlinuz, modules_dir) = locate(&entry.join("tree"), &package)?;
+    let unpacked = debian::fetch(&package, &version, &cache.join("kernel"), &mut step)
+        .map_err(as_kernel_error)?;
+    let (release, vmlinuz, modules_dir) = locate(&unpacked.tree, &package)?;
     Ok(Kernel {
         requested_package: requested.to_owned(),
         package,
         version,
         release,
-        deb_sha256,
+        deb_sha256: unpacked.deb_sha256,
         vmlinuz,
         modules_dir,
     })
-}
-
-fn find_deb(dir: &Path, package: &str) -> Result<PathBuf> {
-    let mut debs: Vec<PathBuf> = fs::read_dir(dir)
-        .map_err(Error::io("list", dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
-        .collect();
-    match debs.len() {
-        1 => Ok(debs.remove(0)),
-        n => Err(kernel_error(
-            package,
-            format!(
-                "apt-get download left {n} .deb files in {}, expected 1",
-                dir.display()
-            ),
-        )),
-    }
 }
 
 /// Finds `boot/vmlinuz-<release>` and `lib/modules/<release>` in an unpacked package.
@@ -295,11 +222,9 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_version() {
-        let show =
-            "Package: linux-image-6.1.0-56-amd64\nSource: linux\nVersion: 6.1.192-2\nSize: 1\n";
-        assert_eq!(version_from_show(show).as_deref(), Some("6.1.192-2"));
-        assert_eq!(entry_name("p", "1:2.3-4"), "p_1%3a2.3-4");
+    fn package_errors_become_kernel_errors() {
+        let err = as_kernel_error(debian::package_error("linux-image-x", "gone"));
+        assert_eq!(err.to_string(), "kernel package linux-image-x: gone");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Builds Shoal's boot artefacts from Debian's kernel package and our static binaries.
+//! Builds Shoal's boot artefacts from Debian's kernel package, our static binaries and the
+//! data files a profile takes from other Debian packages.
 //!
 //! [`build`] turns a profile (`image-build/profiles/*.toml`) into an output directory holding
 //! `vmlinuz`, `initramfs`, `rootfs.erofs`, `boot.ipxe` and `manifest.json`, reproducibly: the
@@ -16,6 +17,7 @@
 pub mod binaries;
 mod cmd;
 pub mod cpio;
+pub mod debian;
 mod elf;
 mod error;
 mod glob;
@@ -33,7 +35,8 @@ use std::path::{Path, PathBuf};
 pub use error::{Error, Result};
 pub use image::{BOOT_TASK_DIR, INITRAMFS_ROOT_IMAGE};
 pub use manifest::{
-    Artefact, BinaryInfo, KernelInfo, MANIFEST_FILE, Manifest, ModuleCounts, RootfsInfo,
+    Artefact, BinaryInfo, KernelInfo, MANIFEST_FILE, Manifest, ModuleCounts, PackageFileInfo,
+    RootfsInfo,
 };
 pub use profile::{Compression, Profile};
 pub use progress::ProgressMode;
@@ -65,7 +68,8 @@ pub struct BuildOptions {
     pub out_dir: Option<PathBuf>,
     /// Take prebuilt binaries (named after their cargo binary) from here instead of building.
     pub binaries_dir: Option<PathBuf>,
-    /// Cache for downloaded kernels; default `<workspace>/.cache/shoal`.
+    /// Cache for unpacked Debian packages (the kernel, package files); default
+    /// `<workspace>/.cache/shoal`.
     pub cache_dir: Option<PathBuf>,
     /// Use this kernel package instead of the profile's.
     pub kernel_package: Option<String>,
@@ -104,7 +108,7 @@ pub fn default_out_dir(profile: &str) -> PathBuf {
     workspace_root().join("out").join(profile)
 }
 
-/// The default kernel cache: `<workspace>/.cache/shoal`.
+/// The default package cache: `<workspace>/.cache/shoal`.
 pub fn default_cache_dir() -> PathBuf {
     workspace_root().join(".cache").join("shoal")
 }
@@ -158,7 +162,7 @@ fn file_size(path: &Path) -> Result<u64> {
 /// Builds the profile's artefacts into the output directory and returns the manifest.
 ///
 /// Steps: build (or take) the binaries and check they are static; fetch the kernel package
-/// into the cache; read the modules and select the early and full sets; stage the root tree
+/// and the packages of the profile's package files into the cache; read the modules and select the early and full sets; stage the root tree
 /// and make `rootfs.erofs`; write the initramfs around it; write `boot.ipxe` and the manifest;
 /// then swap the finished directory into place.
 pub fn build(opts: &BuildOptions) -> Result<Manifest> {
@@ -229,6 +233,25 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
         kernel.package, kernel.version, kernel.release
     ));
 
+    // Files from Debian packages.
+    let package_files = if profile.package_files.is_empty() {
+        Vec::new()
+    } else {
+        let mut step = progress.step("fetching package files");
+        let files = debian::fetch_package_files(&profile.package_files, &cache_dir, |m| {
+            step.set_message(m)
+        })?;
+        let mut packages: Vec<String> = Vec::new();
+        for file in &files {
+            let package = format!("{} {}", file.package, file.version);
+            if !packages.contains(&package) {
+                packages.push(package);
+            }
+        }
+        step.done(format!("{} from {}", files.len(), packages.join(", ")));
+        files
+    };
+
     // Modules.
     let step = progress.step("reading module metadata");
     let tree = ModuleTree::scan(&kernel.modules_dir, |i, n| {
@@ -248,6 +271,7 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
         profile: &profile,
         kernel: &kernel,
         binaries: &binaries,
+        package_files: &package_files,
         modules: &tree,
         early: &early,
         full: &full,
@@ -328,6 +352,17 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
             full: full.len(),
         },
         binaries: binary_infos(&profile, &binaries)?,
+        package_files: package_files
+            .iter()
+            .map(|f| PackageFileInfo {
+                package: f.package.clone(),
+                version: f.version.clone(),
+                deb_sha256: f.deb_sha256.clone(),
+                path: f.path.clone(),
+                size: f.size,
+                sha256: f.sha256.clone(),
+            })
+            .collect(),
         artefacts: artefact_infos(&staging)?,
     };
     let manifest_path = staging.join(MANIFEST_FILE);

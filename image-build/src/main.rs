@@ -31,7 +31,7 @@ enum Command {
         /// Take prebuilt static binaries from this directory instead of running cargo.
         #[arg(long)]
         binaries_dir: Option<PathBuf>,
-        /// Kernel package cache [default: <workspace>/.cache/shoal].
+        /// Debian package cache: the kernel, package files [default: <workspace>/.cache/shoal].
         #[arg(long)]
         cache: Option<PathBuf>,
         /// Debian kernel package to use instead of the profile's.

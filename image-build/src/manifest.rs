@@ -30,6 +30,10 @@ pub struct Manifest {
     pub modules: ModuleCounts,
     /// The binaries in the images, sorted by package and name.
     pub binaries: Vec<BinaryInfo>,
+    /// The files taken from Debian packages (`[[package_file]]`), in profile order. Absent in
+    /// manifests written before there were any.
+    #[serde(default)]
+    pub package_files: Vec<PackageFileInfo>,
     /// The artefacts in the output directory (everything but the manifest), sorted by name.
     pub artefacts: Vec<Artefact>,
 }
@@ -84,6 +88,23 @@ pub struct BinaryInfo {
     /// Size in bytes.
     pub size: u64,
     /// Hex sha256.
+    pub sha256: String,
+}
+
+/// A file taken from a Debian package into the root image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageFileInfo {
+    /// The Debian package, such as `pci.ids`.
+    pub package: String,
+    /// Its Debian version.
+    pub version: String,
+    /// sha256 of the package's `.deb`.
+    pub deb_sha256: String,
+    /// The file's path in the package and in the root image.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex sha256 of the file.
     pub sha256: String,
 }
 
@@ -155,6 +176,14 @@ mod tests {
             initramfs_compression: "none".into(),
             modules: ModuleCounts { early: 1, full: 2 },
             binaries: vec![],
+            package_files: vec![PackageFileInfo {
+                package: "pci.ids".into(),
+                version: "0.0~2023.04.11-1".into(),
+                deb_sha256: "d0".into(),
+                path: "/usr/share/misc/pci.ids".into(),
+                size: 5,
+                sha256: "e0".into(),
+            }],
             artefacts: vec![Artefact {
                 name: "vmlinuz".into(),
                 size: 3,
@@ -167,5 +196,46 @@ mod tests {
         assert_eq!(loaded, manifest);
         assert_eq!(loaded.artefact("vmlinuz").unwrap().size, 3);
         assert!(manifest.to_json().contains("\"type\": \"erofs\""));
+        assert!(
+            manifest
+                .to_json()
+                .contains("\"path\": \"/usr/share/misc/pci.ids\""),
+        );
+    }
+
+    #[test]
+    fn reads_manifests_from_before_package_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(
+            &Manifest {
+                profile: "default".into(),
+                shoal_version: "0.1.0".into(),
+                kernel: KernelInfo {
+                    requested_package: "k".into(),
+                    package: "k".into(),
+                    version: "1".into(),
+                    release: "r".into(),
+                    deb_sha256: "00".into(),
+                },
+                cmdline: String::new(),
+                source_date_epoch: 1,
+                rootfs: RootfsInfo {
+                    fs_type: "erofs".into(),
+                    compression: "lz4".into(),
+                    pcluster_size: None,
+                    uuid: "u".into(),
+                },
+                initramfs_compression: "none".into(),
+                modules: ModuleCounts { early: 0, full: 0 },
+                binaries: vec![],
+                package_files: vec![],
+                artefacts: vec![],
+            }
+            .to_json(),
+        )
+        .unwrap();
+        json.as_object_mut().unwrap().remove("package_files");
+        std::fs::write(dir.path().join(MANIFEST_FILE), json.to_string()).unwrap();
+        assert!(Manifest::load(dir.path()).unwrap().package_files.is_empty());
     }
 }

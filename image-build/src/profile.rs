@@ -3,7 +3,7 @@
 //! A profile may `extends = "other"` (a profile in the same directory, or a relative path).
 //! Merging: scalars and the `kernel` fields override the base; the `init`, `rootfs` and
 //! `initramfs` tables replace the base's table as a whole; the lists `modules.early`,
-//! `modules.full`, `binary`, `boot_task` and `file` are appended to the base's. Validation runs
+//! `modules.full`, `binary`, `boot_task`, `file` and `package_file` are appended to the base's. Validation runs
 //! on the merged result, and every error names the file and field that set the bad value.
 
 use std::fmt;
@@ -36,6 +36,8 @@ struct RawProfile {
     boot_tasks: Vec<RawBootTask>,
     #[serde(default, rename = "file")]
     files: Vec<RawFile>,
+    #[serde(default, rename = "package_file")]
+    package_files: Vec<RawPackageFile>,
     rootfs: Option<RawRootfs>,
     initramfs: Option<RawInitramfs>,
 }
@@ -84,6 +86,13 @@ struct RawFile {
     source: String,
     dest: String,
     mode: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPackageFile {
+    package: String,
+    path: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,6 +156,7 @@ struct Merged {
     binaries: Vec<Src<RawBinary>>,
     boot_tasks: Vec<Src<RawBootTask>>,
     files: Vec<Src<RawFile>>,
+    package_files: Vec<Src<RawPackageFile>>,
     rootfs: Option<Src<RawRootfs>>,
     initramfs: Option<Src<RawInitramfs>>,
 }
@@ -203,6 +213,9 @@ impl Merged {
         let files = raw.files.into_iter().enumerate();
         self.files
             .extend(files.map(|(i, v)| src(v, file, &format!("file[{i}]"))));
+        let package_files = raw.package_files.into_iter().enumerate();
+        self.package_files
+            .extend(package_files.map(|(i, v)| src(v, file, &format!("package_file[{i}]"))));
         set(&mut self.rootfs, raw.rootfs, file, "rootfs");
         set(&mut self.initramfs, raw.initramfs, file, "initramfs");
     }
@@ -245,6 +258,20 @@ pub struct ImageFile {
     pub dest: String,
     /// Permission bits in the image (owner root); no setuid, setgid or sticky bit.
     pub mode: u32,
+}
+
+/// A file taken from a Debian package into the root image: `[[package_file]]` in a profile.
+/// The package is fetched like the kernel's (`apt-get download`, unpacked into the cache); the
+/// file goes to the same path in the image, mode 0644.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageFile {
+    /// The Debian package, such as `pci.ids`; apt's candidate version is used.
+    pub package: String,
+    /// Absolute path of the file in the package, and its path in the root image, such as
+    /// `/usr/share/misc/pci.ids`.
+    pub path: String,
+    /// The profile file and field that listed it, for error messages.
+    pub origin: Origin,
 }
 
 /// A module selector and where the profile wrote it.
@@ -368,6 +395,8 @@ pub struct Profile {
     pub boot_tasks: Vec<BootTask>,
     /// Files copied into the root image.
     pub files: Vec<ImageFile>,
+    /// Files taken from Debian packages into the root image, in profile order.
+    pub package_files: Vec<PackageFile>,
     /// Root image compression (the root image is always erofs).
     pub rootfs_compression: ErofsCompression,
     /// Largest compressed cluster of the root image in bytes (`mkfs.erofs -C`); bigger
@@ -426,6 +455,15 @@ fn valid_abs_path(path: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Debian policy 5.6.1: at least two of a-z 0-9 + - ., starting with a letter or digit.
+fn valid_debian_package(name: &str) -> bool {
+    name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
 }
 
 fn valid_cargo_name(name: &str) -> bool {
@@ -667,6 +705,7 @@ impl Profile {
         }
 
         let files = validate_files(&m.files, &binaries)?;
+        let package_files = validate_package_files(&m.package_files, &binaries, &files)?;
 
         let rootfs = m.rootfs.ok_or_else(|| missing("rootfs"))?;
         if rootfs.value.fs_type != "erofs" {
@@ -735,6 +774,7 @@ impl Profile {
             binaries,
             boot_tasks,
             files,
+            package_files,
             rootfs_compression,
             rootfs_pcluster_size,
             initramfs_compression,
@@ -753,12 +793,92 @@ impl Profile {
     }
 }
 
+/// `a` is `b` or a directory above it.
+fn covers(a: &str, b: &str) -> bool {
+    a == b || b.starts_with(&format!("{a}/"))
+}
+
+/// Checks that a profile may put a file at `path` in the root image: a valid absolute path,
+/// not under a tree the builder or init owns, not replacing a directory the builder makes, and
+/// not colliding with a generated file or with one of `taken` (path, what it is), nor being a
+/// directory above any of them.
+fn check_image_path<'a>(
+    path: &str,
+    taken: impl IntoIterator<Item = (&'a str, &'static str)>,
+) -> Result<(), String> {
+    valid_abs_path(path)?;
+    if let Some(reserved) = RESERVED_PREFIXES.iter().find(|p| covers(p, path)) {
+        return Err(format!(
+            "{path} is under {reserved}, which the builder or init owns"
+        ));
+    }
+    // A directory the builder makes may have files below it, but a file cannot replace it.
+    let above_dir = RESERVED_PREFIXES
+        .iter()
+        .chain(&BUILDER_DIRS)
+        .find(|dir| covers(path, dir));
+    if let Some(dir) = above_dir {
+        return Err(format!(
+            "{path} would replace {dir}, which the builder creates"
+        ));
+    }
+    let collision = GENERATED_FILES
+        .iter()
+        .map(|g| (*g, "a file the builder writes"))
+        .chain(taken)
+        .find(|(other, _)| covers(path, other) || covers(other, path));
+    if let Some((other, what)) = collision {
+        return Err(format!("{path} collides with {other}, {what}"));
+    }
+    Ok(())
+}
+
+/// Checks the `[[package_file]]` entries: a Debian package name, and a path in the image that
+/// nobody else owns (as for `[[file]]`, and no other package file).
+fn validate_package_files(
+    entries: &[Src<RawPackageFile>],
+    binaries: &[Binary],
+    files: &[ImageFile],
+) -> Result<Vec<PackageFile>> {
+    let mut package_files: Vec<PackageFile> = Vec::new();
+    for entry in entries {
+        let raw = &entry.value;
+        if raw.package.is_empty() {
+            return Err(entry.origin.error("package", "must name a Debian package"));
+        }
+        if !valid_debian_package(&raw.package) {
+            return Err(entry.origin.error(
+                "package",
+                format!(
+                    "{:?} is not a Debian package name (a-z 0-9 + - ., at least two, starting \
+                     with a letter or digit)",
+                    raw.package
+                ),
+            ));
+        }
+        let taken = binaries
+            .iter()
+            .map(|b| (b.dest.as_str(), "a binary"))
+            .chain(files.iter().map(|f| (f.dest.as_str(), "a file")))
+            .chain(
+                package_files
+                    .iter()
+                    .map(|p| (p.path.as_str(), "another package file")),
+            );
+        check_image_path(&raw.path, taken).map_err(|reason| entry.origin.error("path", reason))?;
+        package_files.push(PackageFile {
+            package: raw.package.clone(),
+            path: raw.path.clone(),
+            origin: entry.origin.clone(),
+        });
+    }
+    Ok(package_files)
+}
+
 /// Checks the `[[file]]` entries: a readable regular source, a destination nobody else owns
 /// (reserved trees, generated files, binaries, other files, or a directory of any of them),
 /// and plain permission bits.
 fn validate_files(entries: &[Src<RawFile>], binaries: &[Binary]) -> Result<Vec<ImageFile>> {
-    // `a` is `b` or a directory above it.
-    let covers = |a: &str, b: &str| a == b || b.starts_with(&format!("{a}/"));
     let mut files: Vec<ImageFile> = Vec::new();
     for entry in entries {
         let raw = &entry.value;
@@ -791,42 +911,11 @@ fn validate_files(entries: &[Src<RawFile>], binaries: &[Binary]) -> Result<Vec<I
             }
         }
 
-        valid_abs_path(&raw.dest).map_err(|reason| error("dest", reason))?;
-        if let Some(reserved) = RESERVED_PREFIXES.iter().find(|p| covers(p, &raw.dest)) {
-            return Err(error(
-                "dest",
-                format!(
-                    "{} is under {reserved}, which the builder or init owns",
-                    raw.dest
-                ),
-            ));
-        }
-        // A directory the builder makes may have files below it, but a file cannot replace it.
-        let above_dir = RESERVED_PREFIXES
+        let taken = binaries
             .iter()
-            .chain(&BUILDER_DIRS)
-            .find(|dir| covers(&raw.dest, dir));
-        if let Some(dir) = above_dir {
-            return Err(error(
-                "dest",
-                format!(
-                    "{} would replace {dir}, which the builder creates",
-                    raw.dest
-                ),
-            ));
-        }
-        let taken = GENERATED_FILES
-            .iter()
-            .map(|g| (*g, "a file the builder writes"))
-            .chain(binaries.iter().map(|b| (b.dest.as_str(), "a binary")))
-            .chain(files.iter().map(|f| (f.dest.as_str(), "another file")))
-            .find(|(other, _)| covers(&raw.dest, other) || covers(other, &raw.dest));
-        if let Some((other, what)) = taken {
-            return Err(error(
-                "dest",
-                format!("{} collides with {other}, {what}", raw.dest),
-            ));
-        }
+            .map(|b| (b.dest.as_str(), "a binary"))
+            .chain(files.iter().map(|f| (f.dest.as_str(), "another file")));
+        check_image_path(&raw.dest, taken).map_err(|reason| error("dest", reason))?;
 
         let mode = raw.mode.unwrap_or(DEFAULT_FILE_MODE);
         if mode & !0o777 != 0 {
@@ -1199,6 +1288,195 @@ mode = 0o600
         assert_eq!(Profile::load(&path).unwrap().files[0].dest, "/var/lib/a");
     }
 
+    fn package_file(package: &str, path: &str) -> String {
+        format!("[[package_file]]\npackage = \"{package}\"\npath = \"{path}\"\n")
+    }
+
+    #[test]
+    fn package_files_merge_through_extends() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "base.toml",
+            &format!(
+                "{BASE}\n{}",
+                package_file("pci.ids", "/usr/share/misc/pci.ids")
+            ),
+        );
+        let path = write(
+            dir.path(),
+            "child.toml",
+            &format!(
+                "extends = \"base\"\nname = \"child\"\n{}{}",
+                package_file("hwdata", "/usr/share/hwdata/usb.ids"),
+                package_file("pci.ids", "/usr/share/doc/pci.ids/copyright"),
+            ),
+        );
+        let p = Profile::load(&path).unwrap();
+        let origin = |file: &str, field: &str| Origin {
+            file: dir.path().join(file),
+            field: field.into(),
+        };
+        assert_eq!(
+            p.package_files,
+            [
+                PackageFile {
+                    package: "pci.ids".into(),
+                    path: "/usr/share/misc/pci.ids".into(),
+                    origin: origin("base.toml", "package_file[0]"),
+                },
+                PackageFile {
+                    package: "hwdata".into(),
+                    path: "/usr/share/hwdata/usb.ids".into(),
+                    origin: origin("child.toml", "package_file[0]"),
+                },
+                PackageFile {
+                    package: "pci.ids".into(),
+                    path: "/usr/share/doc/pci.ids/copyright".into(),
+                    origin: origin("child.toml", "package_file[1]"),
+                },
+            ]
+        );
+        // A clash with the base's entry is reported against the child's.
+        let path = write(
+            dir.path(),
+            "child.toml",
+            &format!(
+                "extends = \"base\"\n{}",
+                package_file("pci.ids", "/usr/share/misc/pci.ids")
+            ),
+        );
+        let e = Profile::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "child.toml: field `package_file[0].path`: /usr/share/misc/pci.ids collides \
+                 with /usr/share/misc/pci.ids, another package file"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_package_files_name_the_field_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        write(dir.path(), "motd", "hello\n");
+        let err = |entries: &str| {
+            let path = write(
+                dir.path(),
+                "child.toml",
+                &format!("extends = \"base\"\n{entries}"),
+            );
+            Profile::load(&path).unwrap_err().to_string()
+        };
+        let ok = package_file("pci.ids", "/usr/share/misc/pci.ids");
+
+        let e = err(&package_file("", "/usr/share/misc/pci.ids"));
+        assert!(
+            e.contains("child.toml: field `package_file[0].package`: must name a Debian package"),
+            "{e}"
+        );
+        for bad in [
+            "PCI.ids",
+            ".ids",
+            "-ids",
+            "p",
+            "pci ids",
+            "pci_ids",
+            "pci.ids/x",
+        ] {
+            let e = err(&package_file(bad, "/usr/share/misc/pci.ids"));
+            assert!(
+                e.contains(&format!(
+                    "field `package_file[0].package`: {bad:?} is not a Debian package name"
+                )),
+                "{bad}: {e}"
+            );
+        }
+        let e = err(&package_file("pci.ids", "usr/share/misc/pci.ids"));
+        assert!(
+            e.contains(
+                "field `package_file[0].path`: \"usr/share/misc/pci.ids\" is not an absolute path"
+            ),
+            "{e}"
+        );
+        let e = err(&package_file("pci.ids", "/usr/share/../misc/pci.ids"));
+        assert!(e.contains("has an empty, . or .. component"), "{e}");
+        let e = err(&package_file("pci.ids", "/usr/share/misc/pci ids"));
+        assert!(e.contains("has characters outside"), "{e}");
+        let e = err(&package_file("pci.ids", "/proc/pci.ids"));
+        assert!(
+            e.contains(
+                "field `package_file[0].path`: /proc/pci.ids is under /proc, which the builder \
+                 or init owns"
+            ),
+            "{e}"
+        );
+        let e = err(&package_file("pci.ids", "/lib/modules/pci.ids"));
+        assert!(e.contains("is under /lib/modules"), "{e}");
+        let e = err(&package_file("pci.ids", "/usr/lib/shoal"));
+        assert!(e.contains("would replace /usr/lib/shoal"), "{e}");
+        let e = err(&package_file("pci.ids", "/etc/os-release"));
+        assert!(
+            e.contains("/etc/os-release collides with /etc/os-release, a file the builder writes"),
+            "{e}"
+        );
+        let e = err(&package_file("pci.ids", "/usr/lib/shoal/tool"));
+        assert!(
+            e.contains(
+                "field `package_file[0].path`: /usr/lib/shoal/tool collides with \
+                 /usr/lib/shoal/tool, a binary"
+            ),
+            "{e}"
+        );
+        let e = err(&format!(
+            "[[file]]\nsource = \"motd\"\ndest = \"/etc/motd\"\n{}",
+            package_file("base-files", "/etc/motd")
+        ));
+        assert!(
+            e.contains("field `package_file[0].path`: /etc/motd collides with /etc/motd, a file"),
+            "{e}"
+        );
+        let e = err(&format!("{ok}{ok}"));
+        assert!(
+            e.contains("field `package_file[1].path`") && e.contains("another package file"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{ok}{}",
+            package_file("pci.ids", "/usr/share/misc")
+        ));
+        assert!(
+            e.contains(
+                "/usr/share/misc collides with /usr/share/misc/pci.ids, another package file"
+            ),
+            "{e}"
+        );
+        let e = err(&format!("{ok}mode = 0o644\n"));
+        assert!(
+            e.contains("child.toml") && e.contains("unknown field `mode`"),
+            "{e}"
+        );
+        let e = err("[[package_file]]\npackage = \"pci.ids\"\n");
+        assert!(e.contains("missing field `path`"), "{e}");
+    }
+
+    #[test]
+    fn debian_package_names() {
+        for good in [
+            "pci.ids",
+            "g++",
+            "0ad",
+            "libc6",
+            "linux-image-6.1.0-56-amd64",
+        ] {
+            assert!(valid_debian_package(good), "{good}");
+        }
+        for bad in ["", "a", "Pci", "+x", "a_b", "a b", "a/b", "é1"] {
+            assert!(!valid_debian_package(bad), "{bad}");
+        }
+    }
+
     #[test]
     fn compression_parsing() {
         assert_eq!(Compression::parse("none"), Ok(Compression::None));
@@ -1230,6 +1508,26 @@ mode = 0o600
                 .any(|t| t.name == "50-orphans" && t.target == "/usr/lib/shoal/shoal-test-orphans")
         );
         assert_eq!(test.early_modules, default.early_modules);
+        // The hardware inventory's PCI names and their licence.
+        let package_files: Vec<(&str, &str)> = default
+            .package_files
+            .iter()
+            .map(|f| (f.package.as_str(), f.path.as_str()))
+            .collect();
+        assert_eq!(
+            package_files,
+            [
+                ("pci.ids", "/usr/share/misc/pci.ids"),
+                ("pci.ids", "/usr/share/doc/pci.ids/copyright"),
+            ]
+        );
+        assert_eq!(test.package_files, default.package_files);
+        assert!(
+            default
+                .binaries
+                .iter()
+                .any(|b| b.dest == "/usr/lib/shoal/shoal-inventory")
+        );
         // The supervisor's test services (qemu-tests/tests/supervisor.rs).
         assert!(
             test.files

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use sha2::{Digest, Sha256};
 use shoal_image_build::{BuildOptions, Manifest, ProgressMode, build};
 
 fn build_into(out: &Path) -> Manifest {
@@ -240,6 +241,38 @@ fn default_profile_is_reproducible_and_follows_the_image_layout() {
             "root image has /{forbidden}"
         );
     }
+
+    // The files from Debian packages, as the manifest records them.
+    let package_files: Vec<(&str, &str)> = first
+        .package_files
+        .iter()
+        .map(|f| (f.package.as_str(), f.path.as_str()))
+        .collect();
+    assert_eq!(
+        package_files,
+        [
+            ("pci.ids", "/usr/share/misc/pci.ids"),
+            ("pci.ids", "/usr/share/doc/pci.ids/copyright"),
+        ]
+    );
+    for file in &first.package_files {
+        let bytes = std::fs::read(root.join(file.path.trim_start_matches('/')))
+            .unwrap_or_else(|e| panic!("root image lacks {}: {e}", file.path));
+        assert_eq!(bytes.len() as u64, file.size, "{}", file.path);
+        let sha256: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(sha256, file.sha256, "{}", file.path);
+        assert_eq!(file.deb_sha256.len(), 64, "{}", file.path);
+    }
+    let pci_ids = std::fs::read_to_string(root.join("usr/share/misc/pci.ids")).unwrap();
+    assert!(
+        pci_ids
+            .lines()
+            .any(|l| l.starts_with("8086  Intel Corporation")),
+        "pci.ids has no Intel vendor line"
+    );
 
     // The iPXE script.
     let ipxe = std::fs::read_to_string(first_dir.join("boot.ipxe")).unwrap();

@@ -23,6 +23,7 @@ use crate::coldplug::{Coldplug, Device, Modules, Outcome, loaded_modules, scan_d
 use crate::console::{self, emit};
 use crate::identity;
 use crate::input;
+use crate::inventory::{self, Refresh};
 use crate::keeper::Keeper;
 use crate::mounts;
 use crate::power::{self, fatal};
@@ -33,6 +34,9 @@ const SYSROOT: &str = "/sysroot";
 const ROOT_INIT: &str = "/sbin/init";
 const BOOT_TASKS: &str = "/etc/shoal/boot.d";
 const SUPERVISOR: &str = "/usr/lib/shoal/shoal-supervisor";
+/// Where the collector writes the inventory (`shoal_inventory::RUN_PATH`; init does not link
+/// the inventory crate, it only runs the collector).
+const INVENTORY: &str = "/run/shoal/inventory.json";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// PID 1's entry point. Never returns.
@@ -322,8 +326,12 @@ fn root_stage() -> ! {
         signal_fd,
         power_buttons: Vec::new(),
         keeper: Keeper::default(),
+        inventory: Refresh::default(),
     };
     pid1.open_power_buttons();
+    pid1.inventory
+        .request(Instant::now(), Duration::ZERO, "boot");
+    pid1.start_inventory();
     start_boot_tasks(Path::new(BOOT_TASKS));
     pid1.start_supervisor();
     emit(Event::BootComplete);
@@ -335,7 +343,11 @@ fn root_stage() -> ! {
 /// Starts a program as PID 1's child: console output, no input, a clean signal mask, its own
 /// session. The central reaper collects it; nothing waits on the handle.
 fn spawn_child(path: &Path) -> std::io::Result<i32> {
-    let mut command = Command::new(path);
+    spawn_command(Command::new(path))
+}
+
+/// [`spawn_child`] for a command with arguments.
+fn spawn_command(mut command: Command) -> std::io::Result<i32> {
     command.stdin(Stdio::null()).current_dir("/");
     // SAFETY: the closure runs in the forked child before exec and only calls
     // async-signal-safe functions (sigprocmask, setsid).
@@ -382,6 +394,7 @@ struct MainLoop {
     signal_fd: SignalFd,
     power_buttons: Vec<(String, fs::File)>,
     keeper: Keeper,
+    inventory: Refresh,
 }
 
 impl MainLoop {
@@ -397,8 +410,13 @@ impl MainLoop {
                         .iter()
                         .map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLIN)),
                 );
-                // Sleep until the supervisor is due for a restart, if it is down.
-                let timeout = self.keeper.next_start().map_or(PollTimeout::NONE, |at| {
+                // Sleep until the supervisor is due for a restart, if it is down, or the
+                // inventory for a refresh.
+                let wake = [self.keeper.next_start(), self.inventory.deadline()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let timeout = wake.map_or(PollTimeout::NONE, |at| {
                     let ms = at.saturating_duration_since(Instant::now()).as_millis();
                     PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::NONE)
                 });
@@ -427,6 +445,7 @@ impl MainLoop {
             if uevent_ready {
                 self.handle_uevents();
             }
+            self.start_inventory();
             for index in pressed {
                 self.handle_power_button(index);
             }
@@ -461,6 +480,9 @@ impl MainLoop {
         let now = Instant::now();
         for status in statuses {
             let Some(pid) = status.pid() else { continue };
+            if self.inventory.exited(pid.as_raw()) {
+                continue;
+            }
             if let Some(delay) = self.keeper.exited(pid.as_raw(), now) {
                 tracing::error!(
                     ?status,
@@ -489,11 +511,42 @@ impl MainLoop {
         }
     }
 
+    /// Runs the inventory collector if a run is due (see [`inventory`]).
+    fn start_inventory(&mut self) {
+        let Some(reason) = self.inventory.take_due(Instant::now()) else {
+            return;
+        };
+        let collector = Path::new(inventory::COLLECTOR);
+        if !collector.exists() {
+            return;
+        }
+        let mut command = Command::new(collector);
+        command.args(["--write", INVENTORY, "--event", reason]);
+        // Collecting is never urgent: at boot it must not take CPU time from the services
+        // on the way to cluster membership (under TCG it is a quarter of a second).
+        // SAFETY: setpriority(2) is a plain system call, async-signal-safe, run in the forked
+        // child before exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+                Ok(())
+            });
+        }
+        match spawn_command(command) {
+            Ok(pid) => self.inventory.started(pid),
+            Err(e) => tracing::error!("starting {}: {e}", inventory::COLLECTOR),
+        }
+    }
+
     fn handle_uevents(&mut self) {
         for message in self.uevents.drain() {
             let Some(event) = uevent::parse(&message) else {
                 continue;
             };
+            if inventory::relevant(&event) {
+                self.inventory
+                    .request(Instant::now(), inventory::SETTLE, "hotplug");
+            }
             if event.action != "add" {
                 continue;
             }

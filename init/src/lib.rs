@@ -11,6 +11,7 @@ pub mod coldplug;
 pub mod console;
 pub mod identity;
 pub mod input;
+pub mod inventory;
 pub mod keeper;
 pub mod kmod;
 pub mod modprobe;

@@ -39,6 +39,10 @@ pub enum ClusterCommand {
     Node(NodeArgs),
     /// Consensus membership: voters and learners with their addresses, the leader marked.
     Members(Connection),
+    /// A node's hardware inventory (system, CPUs, NUMA, memory and DIMMs, disks, NICs, PCI
+    /// devices, accelerators, labels) as it published it to the cluster; without a node,
+    /// collected on this machine.
+    Inventory(InventoryArgs),
     /// The cluster's key-value space.
     #[command(subcommand)]
     Kv(KvCommand),
@@ -86,6 +90,18 @@ pub struct NodeArgs {
     /// The node's id (16 hex digits) or hostname.
     #[arg(value_name = "ID-or-HOSTNAME")]
     node: String,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    /// The node's id (16 hex digits) or hostname; none: this machine.
+    #[arg(value_name = "ID-or-HOSTNAME")]
+    node: Option<String>,
+    /// Collect from a tree captured with `shoal-inventory capture DIR` instead of this machine.
+    #[arg(long, value_name = "DIR", conflicts_with = "node")]
+    root: Option<PathBuf>,
     #[command(flatten)]
     connection: Connection,
 }
@@ -187,6 +203,20 @@ pub async fn run(command: ClusterCommand) -> Result<()> {
         ClusterCommand::Members(c) => {
             let members = connect(&c)?.members().await?;
             show(c.output, &members, members_table)
+        }
+        ClusterCommand::Inventory(args) => {
+            let inventory = match (&args.node, &args.root) {
+                (Some(node), _) => connect(&args.connection)?.inventory(node).await?,
+                (None, Some(root)) => {
+                    let recorded = shoal_inventory::Recorded::load(root).map_err(|e| anyhow!(e))?;
+                    shoal_inventory::collect(&shoal_inventory::Roots::under(root), &recorded)
+                }
+                (None, None) => shoal_inventory::collect(
+                    &shoal_inventory::Roots::host(),
+                    &shoal_inventory::Live,
+                ),
+            };
+            show(args.connection.output, &inventory, crate::inventory::table)
         }
         ClusterCommand::Kv(command) => kv(command).await,
         ClusterCommand::Watch(args) => watch(args).await,
@@ -662,6 +692,13 @@ fn node_table(n: &NodeView) -> String {
         ("version", or_dash(&n.version)),
         ("labels", labels(&n.labels, ", ")),
         ("joined", utc(n.joined_ms)),
+        (
+            "hardware",
+            n.hardware
+                .clone()
+                .unwrap_or_else(|| "- (no inventory published)".into()),
+        ),
+        ("hardware labels", labels(&n.hardware_labels, ", ")),
     ])
 }
 
@@ -747,6 +784,8 @@ mod tests {
             healthy: true,
             heartbeat_age_ms: 420,
             joined_ms: 1_748_779_200_000,
+            hardware: None,
+            hardware_labels: Default::default(),
         }
     }
 

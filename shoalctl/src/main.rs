@@ -9,6 +9,7 @@
 mod cluster;
 mod config;
 mod generate;
+mod inventory;
 mod network;
 mod table;
 mod yaml;

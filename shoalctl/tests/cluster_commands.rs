@@ -54,6 +54,8 @@ fn node(id: &str, hostname: &str, role: &str) -> NodeView {
         healthy: true,
         heartbeat_age_ms: 300,
         joined_ms: 1_748_779_200_000,
+        hardware: None,
+        hardware_labels: BTreeMap::new(),
     }
 }
 

@@ -13,9 +13,11 @@ const USAGE: &str = "\
 usage: shoal-clusterd [--config FILE] [--listen ADDR:PORT] [--advertise ADDR:PORT]
                       [--api-listen ADDR:PORT] [--data-dir DIR | --diskless]
                       [--snapshot-every ENTRIES] [--replace-after DURATION]
+                      [--inventory FILE]
 defaults: /run/shoal/config.toml, 0.0.0.0:<cluster.port>, this node's address towards its
 first seed or the LAN, the --listen address with port <api.port>, /var/lib/shoal/cluster
-when /var/lib/shoal exists (else in memory), a voter silent 30s is replaced
+when /var/lib/shoal exists (else in memory), a voter silent 30s is replaced, the hardware
+inventory published from /run/shoal/inventory.json
 ";
 
 fn main() -> ExitCode {
@@ -55,6 +57,10 @@ fn main() -> ExitCode {
                 .map_err(|e| format!("--snapshot-every: {value:?}: {e}")),
             "--data-dir" => {
                 options.data_dir = Some(value.into());
+                Ok(())
+            }
+            "--inventory" => {
+                options.inventory = Some(value.into());
                 Ok(())
             }
             _ => Err(format!("unknown option {arg}")),

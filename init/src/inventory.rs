@@ -1,0 +1,119 @@
+//! When PID 1 runs `shoal-inventory`: once at boot, and again after a disk or NIC comes, goes
+//! or is renamed. Uevents come in bursts (a disk and its partitions, a NIC and its queues), so
+//! a change waits a short quiet period; one run at a time, and a change during a run makes
+//! another run after it. The collection itself runs in a child: a parser bug there cannot take
+//! PID 1 down, and its memory is gone when it exits. Pure: the caller spawns and reaps.
+
+use std::time::{Duration, Instant};
+
+use crate::uevent::Uevent;
+
+/// Where the image has the collector.
+pub const COLLECTOR: &str = "/usr/lib/shoal/shoal-inventory";
+/// Quiet period after the last relevant uevent.
+pub const SETTLE: Duration = Duration::from_millis(300);
+
+/// Whether a uevent changes what the inventory lists.
+pub fn relevant(event: &Uevent) -> bool {
+    match event.get("SUBSYSTEM") {
+        Some("block") => matches!(event.action.as_str(), "add" | "remove" | "change"),
+        Some("net") => matches!(event.action.as_str(), "add" | "remove" | "move"),
+        _ => false,
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Refresh {
+    running: Option<i32>,
+    due: Option<Instant>,
+    /// Why the next run happens (`boot`, `hotplug`).
+    reason: Option<&'static str>,
+}
+
+impl Refresh {
+    /// Asks for a run `delay` from `now` (a later request moves a pending one back: bursts
+    /// settle first).
+    pub fn request(&mut self, now: Instant, delay: Duration, reason: &'static str) {
+        self.due = Some(now + delay);
+        self.reason = Some(reason);
+    }
+
+    /// The run to start now, if one is due and none is running: its reason.
+    pub fn take_due(&mut self, now: Instant) -> Option<&'static str> {
+        if self.running.is_some() || self.due.is_none_or(|due| due > now) {
+            return None;
+        }
+        self.due = None;
+        self.reason.take()
+    }
+
+    pub fn started(&mut self, pid: i32) {
+        self.running = Some(pid);
+    }
+
+    /// A child exited; true if it was the collector.
+    pub fn exited(&mut self, pid: i32) -> bool {
+        if self.running == Some(pid) {
+            self.running = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When the main loop must wake up for a pending run (none while one runs: its exit wakes
+    /// the loop).
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.running.is_some() {
+            None
+        } else {
+            self.due
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uevent(action: &str, subsystem: &str) -> Uevent {
+        Uevent {
+            action: action.into(),
+            devpath: "/devices/x".into(),
+            vars: [("SUBSYSTEM".to_string(), subsystem.to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn disks_and_nics_matter() {
+        assert!(relevant(&uevent("add", "block")));
+        assert!(relevant(&uevent("remove", "block")));
+        assert!(relevant(&uevent("move", "net")));
+        assert!(!relevant(&uevent("bind", "pci")));
+        assert!(!relevant(&uevent("add", "input")));
+        assert!(!relevant(&uevent("change", "net")));
+    }
+
+    #[test]
+    fn bursts_settle_and_runs_do_not_overlap() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut r = Refresh::default();
+        assert_eq!(r.take_due(t0), None);
+        r.request(t0, Duration::ZERO, "boot");
+        assert_eq!(r.take_due(t0), Some("boot"));
+        r.started(10);
+        // A burst while the boot run is going: nothing starts until it exits.
+        r.request(t0 + ms(10), SETTLE, "hotplug");
+        r.request(t0 + ms(50), SETTLE, "hotplug");
+        assert_eq!(r.deadline(), None);
+        assert_eq!(r.take_due(t0 + ms(1000)), None);
+        assert!(!r.exited(11));
+        assert!(r.exited(10));
+        assert_eq!(r.deadline(), Some(t0 + ms(350)));
+        assert_eq!(r.take_due(t0 + ms(349)), None);
+        assert_eq!(r.take_due(t0 + ms(350)), Some("hotplug"));
+        assert_eq!(r.take_due(t0 + ms(2000)), None, "one run per request");
+        assert_eq!(r.deadline(), None);
+    }
+}
