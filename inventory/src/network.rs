@@ -114,3 +114,148 @@ pub fn read(sys: &Path, platform: &dyn Platform, gaps: &mut Gaps) -> Vec<Nic> {
     }
     nics
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::platform::{LinkDetails, Recorded};
+
+    fn write(path: &Path, content: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    /// A NIC at PCI function `function` with sysfs attributes `attrs`, linked from class/net.
+    fn nic(
+        sys: &Path,
+        function: &str,
+        name: &str,
+        driver: &str,
+        attrs: &[(&str, &str)],
+    ) -> PathBuf {
+        let pci = sys.join("devices/pci0000:00").join(function);
+        std::fs::create_dir_all(sys.join("bus/pci/drivers").join(driver)).unwrap();
+        std::fs::create_dir_all(&pci).unwrap();
+        symlink(
+            format!("../../../bus/pci/drivers/{driver}"),
+            pci.join("driver"),
+        )
+        .unwrap();
+        let dir = pci.join("net").join(name);
+        for (attr, value) in attrs {
+            write(&dir.join(attr), value);
+        }
+        symlink(format!("../../../{function}"), dir.join("device")).unwrap();
+        std::fs::create_dir_all(sys.join("class/net")).unwrap();
+        symlink(
+            format!("../../devices/pci0000:00/{function}/net/{name}"),
+            sys.join("class/net").join(name),
+        )
+        .unwrap();
+        pci
+    }
+
+    #[test]
+    fn nics_from_sysfs_with_what_ethtool_adds() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys");
+        let pci = nic(
+            &sys,
+            "0000:00:03.0",
+            "eth0",
+            "ixgbe",
+            &[
+                ("address", "3C:FD:FE:00:00:01\n"),
+                ("addr_assign_type", "0\n"),
+                ("operstate", "up\n"),
+                ("carrier", "1\n"),
+                ("speed", "10000\n"),
+                ("duplex", "full\n"),
+                ("mtu", "9000\n"),
+            ],
+        );
+        write(&pci.join("sriov_totalvfs"), "63\n");
+        write(&pci.join("numa_node"), "1\n");
+        // Down: the kernel says -1 for the speed and has no carrier to tell; the address was
+        // set by hand (addr_assign_type 3) and ethtool is not asked.
+        nic(
+            &sys,
+            "0000:00:04.0",
+            "eth1",
+            "e1000e",
+            &[
+                ("address", "02:00:00:00:00:09\n"),
+                ("addr_assign_type", "3\n"),
+                ("operstate", "down\n"),
+                ("speed", "-1\n"),
+                ("duplex", "unknown\n"),
+                ("numa_node", "-1\n"),
+            ],
+        );
+        // A bond has no device: not hardware, not listed.
+        write(
+            &sys.join("devices/virtual/net/bond0/address"),
+            "02:00:00:00:00:0a\n",
+        );
+        symlink(
+            "../../devices/virtual/net/bond0",
+            sys.join("class/net/bond0"),
+        )
+        .unwrap();
+        let platform = Recorded {
+            hypervisor_signature: None,
+            links: [(
+                "eth0".to_string(),
+                LinkDetails {
+                    permanent_mac: Some("3c:fd:fe:00:00:01".into()),
+                    firmware: Some("0x800003e2".into()),
+                    driver_version: Some("5.15.2".into()),
+                },
+            )]
+            .into(),
+        };
+        let mut gaps = Gaps::default();
+        let nics = read(&sys, &platform, &mut gaps);
+        assert_eq!(nics.len(), 2, "{nics:?}");
+        assert_eq!(
+            nics[0],
+            Nic {
+                name: "eth0".into(),
+                mac: Some("3c:fd:fe:00:00:01".into()),
+                permanent_mac: Some("3c:fd:fe:00:00:01".into()),
+                driver: Some("ixgbe".into()),
+                driver_version: Some("5.15.2".into()),
+                firmware: Some("0x800003e2".into()),
+                pci: Some("0000:00:03.0".into()),
+                carrier: Some(true),
+                operstate: Some("up".into()),
+                speed_mbps: Some(10000),
+                duplex: Some("full".into()),
+                mtu: Some(9000),
+                sriov_total_vfs: Some(63),
+                numa_node: Some(1),
+            }
+        );
+        let eth1 = &nics[1];
+        assert_eq!(eth1.driver.as_deref(), Some("e1000e"));
+        assert_eq!(
+            (eth1.speed_mbps, eth1.duplex.as_deref(), eth1.carrier),
+            (None, None, None)
+        );
+        assert_eq!(
+            (eth1.permanent_mac.as_deref(), eth1.numa_node),
+            (None, None)
+        );
+        let gaps = gaps.into_vec();
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!(gaps[0].source.starts_with("eth1"));
+
+        // No class/net at all: a gap, no NICs.
+        let mut gaps = Gaps::default();
+        assert!(read(&dir.path().join("nothing"), &platform, &mut gaps).is_empty());
+        assert_eq!(gaps.into_vec().len(), 1);
+    }
+}

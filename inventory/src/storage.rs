@@ -352,6 +352,213 @@ fn probe(dev: &Path, name: &str, gaps: &mut Gaps) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    fn write(path: &Path, content: &[u8]) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    fn link(target: &str, at: &Path) {
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, at).unwrap();
+    }
+
+    /// The first bytes of a device with `magic` written at `offset`.
+    fn head(fields: &[(usize, &[u8])]) -> Vec<u8> {
+        let mut bytes = vec![0u8; 8192];
+        for (offset, magic) in fields {
+            bytes[*offset..offset + magic.len()].copy_from_slice(magic);
+        }
+        bytes
+    }
+
+    #[test]
+    fn disks_partitions_filesystems_and_nvme_controllers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sys, dev) = (dir.path().join("sys"), dir.path().join("dev"));
+        // An NVMe namespace with a GPT: an EFI system partition and an ext4 STATE.
+        let ctrl = sys.join("devices/pci0000:00/0000:00:04.0/nvme/nvme0");
+        for (attr, value) in [
+            ("model", "Shoal NVMe 1T\n"),
+            ("serial", "  S5GXNX0R123  \n"),
+            ("firmware_rev", "2B2QEXM7\n"),
+            ("transport", "pcie\n"),
+            ("address", "0000:00:04.0\n"),
+        ] {
+            write(&ctrl.join(attr), value.as_bytes());
+        }
+        let ns = ctrl.join("nvme0n1");
+        for (attr, value) in [
+            ("size", "131072"),
+            ("queue/logical_block_size", "4096"),
+            ("queue/physical_block_size", "4096"),
+            ("queue/rotational", "0"),
+            ("removable", "0"),
+            ("ro", "0"),
+            ("wwid", "eui.0025388b91b2c3d4"),
+            ("nsid", "1"),
+            ("nvme0n1p1/partition", "1"),
+            ("nvme0n1p1/start", "2048"),
+            ("nvme0n1p1/size", "1024"),
+            ("nvme0n1p2/partition", "2"),
+            ("nvme0n1p2/start", "4096"),
+            ("nvme0n1p2/size", "8192"),
+        ] {
+            write(&ns.join(attr), value.as_bytes());
+        }
+        link("../../nvme0", &ns.join("device"));
+        link(
+            "../devices/pci0000:00/0000:00:04.0/nvme/nvme0/nvme0n1",
+            &sys.join("block/nvme0n1"),
+        );
+        link(
+            "../../devices/pci0000:00/0000:00:04.0/nvme/nvme0",
+            &sys.join("class/nvme/nvme0"),
+        );
+        write(
+            &dev.join("nvme0n1"),
+            &head(&[(510, &[0x55, 0xAA]), (512, b"EFI PART")]),
+        );
+        write(
+            &dev.join("nvme0n1p1"),
+            &head(&[
+                (510, &[0x55, 0xAA]),
+                (82, b"FAT32   "),
+                (71, b"EFI        "),
+            ]),
+        );
+        write(
+            &dev.join("nvme0n1p2"),
+            &head(&[
+                (1024 + 56, &[0x53, 0xEF]),
+                (1024 + 96, &[0x40, 0, 0, 0]),
+                (1024 + 120, b"STATE"),
+            ]),
+        );
+        // A SATA disk behind libata, XFS on the whole disk, serial in VPD page 0x80.
+        let scsi = sys.join("devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0");
+        write(&scsi.join("model"), b"Samsung SSD 870\n");
+        write(&scsi.join("vendor"), b"ATA     \n");
+        write(&scsi.join("rev"), b"SVT01B6Q\n");
+        write(&scsi.join("wwid"), b"naa.5002538f4123abcd\n");
+        write(&scsi.join("vpd_pg80"), b"\0\x80\0\x0fS6PTNM0T123456 ");
+        let sda = scsi.join("block/sda");
+        write(&sda.join("size"), b"2048\n");
+        write(&sda.join("queue/rotational"), b"1\n");
+        link("../../../0:0:0:0", &sda.join("device"));
+        link(
+            "../devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0/block/sda",
+            &sys.join("block/sda"),
+        );
+        write(&dev.join("sda"), &head(&[(0, b"XFSB"), (108, b"scratch")]));
+        // Loop devices: an unused one is skipped; one in use is listed as virtual. Its /dev
+        // node is missing: a gap, the rest of the inventory stands.
+        for (name, size) in [("loop0", "0"), ("loop1", "100")] {
+            let d = sys.join("devices/virtual/block").join(name);
+            write(&d.join("size"), size.as_bytes());
+            link(
+                &format!("../devices/virtual/block/{name}"),
+                &sys.join("block").join(name),
+            );
+        }
+
+        let mut gaps = Gaps::default();
+        let storage = read(&sys, &dev, &mut gaps);
+        let names: Vec<&str> = storage.disks.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["loop1", "nvme0n1", "sda"]);
+        let gaps = gaps.into_vec();
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!(gaps[0].source.ends_with("dev/loop1"), "{gaps:?}");
+        assert_eq!(storage.disks[0].transport, Transport::Virtual);
+
+        let nvme = &storage.disks[1];
+        assert_eq!(nvme.transport, Transport::Nvme);
+        assert_eq!(nvme.size_bytes, 131072 * 512);
+        assert_eq!(
+            (nvme.logical_sector_bytes, nvme.physical_sector_bytes),
+            (4096, 4096)
+        );
+        assert_eq!(nvme.model.as_deref(), Some("Shoal NVMe 1T"));
+        assert_eq!(nvme.serial.as_deref(), Some("S5GXNX0R123"));
+        assert_eq!(nvme.firmware.as_deref(), Some("2B2QEXM7"));
+        assert_eq!(nvme.wwn.as_deref(), Some("eui.0025388b91b2c3d4"));
+        assert_eq!(nvme.pci.as_deref(), Some("0000:00:04.0"));
+        assert_eq!(
+            nvme.nvme,
+            Some(NvmeNamespace {
+                controller: "nvme0".into(),
+                nsid: 1
+            })
+        );
+        assert_eq!(nvme.partition_table.as_deref(), Some("gpt"));
+        assert_eq!(nvme.filesystem, None);
+        let parts: Vec<_> = nvme
+            .partitions
+            .iter()
+            .map(|p| {
+                let fs = p.filesystem.clone().unwrap_or_default();
+                (p.number, p.start_bytes, p.size_bytes, fs.kind, fs.label)
+            })
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                (
+                    1,
+                    2048 * 512,
+                    1024 * 512,
+                    "vfat".to_string(),
+                    Some("EFI".to_string())
+                ),
+                (
+                    2,
+                    4096 * 512,
+                    8192 * 512,
+                    "ext4".to_string(),
+                    Some("STATE".to_string())
+                ),
+            ]
+        );
+        assert_eq!(
+            storage.nvme_controllers,
+            [NvmeController {
+                name: "nvme0".into(),
+                model: Some("Shoal NVMe 1T".into()),
+                serial: Some("S5GXNX0R123".into()),
+                firmware: Some("2B2QEXM7".into()),
+                transport: Some("pcie".into()),
+                address: Some("0000:00:04.0".into()),
+                namespaces: vec!["nvme0n1".into()],
+            }]
+        );
+
+        let sata = &storage.disks[2];
+        assert_eq!(sata.transport, Transport::Sata);
+        assert_eq!(sata.vendor, None, "libata's `ATA` vendor says nothing");
+        assert_eq!(sata.model.as_deref(), Some("Samsung SSD 870"));
+        assert_eq!(sata.serial.as_deref(), Some("S6PTNM0T123456"));
+        assert_eq!(sata.firmware.as_deref(), Some("SVT01B6Q"));
+        assert_eq!(sata.wwn.as_deref(), Some("naa.5002538f4123abcd"));
+        assert!(sata.rotational);
+        assert_eq!(sata.partition_table, None);
+        assert_eq!(
+            sata.filesystem.as_ref().map(|f| f.kind.as_str()),
+            Some("xfs")
+        );
+        assert_eq!(
+            sata.filesystem.as_ref().and_then(|f| f.label.as_deref()),
+            Some("scratch")
+        );
+    }
+
+    #[test]
+    fn no_block_directory_is_a_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut gaps = Gaps::default();
+        let storage = read(&dir.path().join("sys"), &dir.path().join("dev"), &mut gaps);
+        assert!(storage.disks.is_empty() && storage.nvme_controllers.is_empty());
+        assert_eq!(gaps.into_vec().len(), 1);
+    }
+
     #[test]
     fn transports_from_paths() {
         let cases = [

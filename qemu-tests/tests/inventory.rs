@@ -2,8 +2,8 @@
 //! emulate (CPU topology, two NUMA nodes, SMBIOS strings for the system, board, chassis, BIOS
 //! and DIMMs, an NVMe, a virtio and an AHCI disk with serials, virtio and e1000e NICs with set
 //! MACs), and the inventory the node publishes to its (one-node) cluster, read with `shoalctl`
-//! from the host, must say exactly that. A disk hot-plugged through QEMU's monitor then appears
-//! in it.
+//! from the host, must say exactly that. A disk and a NIC hot-plugged through QEMU's monitor
+//! then appear in it.
 //!
 //! Needs the release `shoalctl` binary (`cargo xtask test` builds the whole workspace).
 
@@ -129,7 +129,7 @@ fn find<'a>(list: &'a Value, key: &str, value: &str) -> Option<&'a Value> {
 }
 
 #[test]
-fn the_inventory_says_exactly_what_qemu_emulates_and_follows_a_hotplugged_disk()
+fn the_inventory_says_exactly_what_qemu_emulates_and_follows_hotplugged_devices()
 -> anyhow::Result<()> {
     let image = test_image()?;
     let mut network = Network::new()?;
@@ -426,6 +426,33 @@ fn the_inventory_says_exactly_what_qemu_emulates_and_follows_a_hotplugged_disk()
             return Err(fail(
                 &vm,
                 format!("the hot-plugged disk never appeared: {}", inv["storage"]),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // And a NIC: it appears with its MAC and driver.
+    let nic = vm.hotplug_nic(&network, NicModel::E1000e)?;
+    let plugged = Instant::now();
+    let deadline = Instant::now() + scaled(Duration::from_secs(20));
+    loop {
+        let inv = fetch()?;
+        if let Some(n) = find(&inv["network"], "permanent_mac", &nic.mac) {
+            println!(
+                "hot-plugged NIC {} ({}) published {:.2} s after device_add",
+                n["name"],
+                n["driver"],
+                plugged.elapsed().as_secs_f64()
+            );
+            if n["driver"] != "e1000e" {
+                return Err(fail(&vm, format!("hot-plugged NIC: {n}")));
+            }
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(fail(
+                &vm,
+                format!("the hot-plugged NIC never appeared: {}", inv["network"]),
             ));
         }
         std::thread::sleep(Duration::from_millis(500));

@@ -698,7 +698,7 @@ fn node_table(n: &NodeView) -> String {
                 .clone()
                 .unwrap_or_else(|| "- (no inventory published)".into()),
         ),
-        ("hardware labels", labels(&n.hardware_labels, ", ")),
+        ("hw labels", labels(&n.hardware_labels, ", ")),
     ])
 }
 
@@ -870,6 +870,8 @@ ID                HOSTNAME  ADDRESS        ROLE    HEALTHY  HEARTBEAT  VERSION  
             ("gpu".to_string(), "true".to_string()),
             ("rack".to_string(), "r1".to_string()),
         ]);
+        n.hardware = Some("4 threads (1 sockets, 2 cores), 8 GiB, 1 disks, 1 NICs".into());
+        n.hardware_labels = BTreeMap::from([("disk.nvme".to_string(), "true".to_string())]);
         assert_eq!(
             node_table(&n),
             "\
@@ -882,6 +884,8 @@ heartbeat:  0.4s ago
 version:    0.1.0
 labels:     gpu=true, rack=r1
 joined:     2025-06-01 12:00:00 UTC
+hardware:   4 threads (1 sockets, 2 cores), 8 GiB, 1 disks, 1 NICs
+hw labels:  disk.nvme=true
 "
         );
     }

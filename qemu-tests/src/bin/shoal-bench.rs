@@ -50,6 +50,10 @@ type Timings = BTreeMap<String, f64>;
 
 /// Not a moment but a duration: netd's start to its first lease applied, in seconds.
 const NETD_LEASE_LABEL: &str = "(duration) netd start -> first lease";
+/// Not a moment but a duration: the boot's hardware inventory collection, in seconds.
+const INVENTORY_LABEL: &str = "(duration) hardware inventory collected";
+/// Not a moment but a size: the boot's hardware inventory as JSON, in KiB.
+const INVENTORY_SIZE_LABEL: &str = "(KiB) hardware inventory as JSON";
 
 /// The bench cluster's secret (a test value, never a real cluster's).
 const BENCH_SECRET: &str = "YmVuY2ggY2x1c3RlciBzZWNyZXQsIG5vdCBmb3IgdXNlIQ==";
@@ -231,15 +235,28 @@ impl Bench<'_> {
                     vm.wait_for_event("boot.complete", timeout)?;
                     vm.wait_for_event("network.online", timeout)?;
                     vm.wait_for_event("cluster.member", timeout)?;
+                    vm.wait_for_event("hardware.inventory", timeout)?;
                     for event in vm.events() {
                         timings
                             .entry(event_label(&event.record.event))
                             .or_insert(event.at.as_secs_f64());
                         // netd's own clock: from its start to the first lease applied.
-                        if let Event::DhcpBound { ms, .. } = &event.record.event {
-                            timings
-                                .entry(NETD_LEASE_LABEL.to_string())
-                                .or_insert(ms / 1000.0);
+                        match &event.record.event {
+                            Event::DhcpBound { ms, .. } => {
+                                timings
+                                    .entry(NETD_LEASE_LABEL.to_string())
+                                    .or_insert(ms / 1000.0);
+                            }
+                            Event::HardwareInventory {
+                                reason, ms, bytes, ..
+                            } if reason == "boot" => {
+                                timings.insert(INVENTORY_LABEL.to_string(), ms / 1000.0);
+                                timings.insert(
+                                    INVENTORY_SIZE_LABEL.to_string(),
+                                    *bytes as f64 / 1024.0,
+                                );
+                            }
+                            _ => {}
                         }
                     }
                 }
@@ -279,9 +296,9 @@ fn event_order(runs: &[Vec<Timings>]) -> Vec<String> {
             node0.get(a).copied().unwrap_or(f64::MAX),
             node0.get(b).copied().unwrap_or(f64::MAX),
         );
-        // The duration row goes last; moments in boot order.
-        (a == NETD_LEASE_LABEL)
-            .cmp(&(b == NETD_LEASE_LABEL))
+        // Durations and sizes (labels in parentheses) go last; moments in boot order.
+        a.starts_with('(')
+            .cmp(&b.starts_with('('))
             .then(ta.total_cmp(&tb))
     });
     labels
