@@ -392,6 +392,11 @@ fn the_inventory_says_exactly_what_qemu_emulates_and_follows_hotplugged_devices(
     // Hot-plug a disk through QEMU's monitor: it shows up in the published inventory.
     let hot = images.path().join("hot.img");
     std::fs::File::create(&hot)?.set_len(16 << 20)?;
+    let collections_before = vm
+        .events()
+        .iter()
+        .filter(|e| e.name() == "hardware.inventory")
+        .count();
     let hotplugged = Instant::now();
     vm.qmp(|q| {
         q.execute(
@@ -401,12 +406,17 @@ fn the_inventory_says_exactly_what_qemu_emulates_and_follows_hotplugged_devices(
         )?;
         q.device_add(json!({"driver": "virtio-blk-pci", "drive": "hp0", "id": "hpdisk", "serial": "HOT-SN-1"}))
     })?;
-    vm.wait_for_event_matching(
-        "hardware.inventory",
-        scaled(Duration::from_secs(30)),
-        |r| matches!(&r.event, Event::HardwareInventory { reason, .. } if reason == "hotplug"),
-    )
-    .map_err(|e| fail(&vm, e.to_string()))?;
+    // The collector runs again once the uevents settle (the events before are the boot's).
+    let again = vm
+        .wait_for_nth_event(
+            "hardware.inventory",
+            collections_before,
+            scaled(Duration::from_secs(30)),
+        )
+        .map_err(|e| fail(&vm, e.to_string()))?;
+    if let Event::HardwareInventory { ms, reason, .. } = again.event {
+        println!("inventory collected again ({reason}) in {ms:.1} ms, on an idle node");
+    }
     let deadline = Instant::now() + scaled(Duration::from_secs(20));
     loop {
         let inv = fetch()?;
