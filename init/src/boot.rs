@@ -523,12 +523,15 @@ impl MainLoop {
         let mut command = Command::new(collector);
         command.args(["--write", INVENTORY, "--event", reason]);
         // Collecting is never urgent: at boot it must not take CPU time from the services
-        // on the way to cluster membership (under TCG it is a quarter of a second).
-        // SAFETY: setpriority(2) is a plain system call, async-signal-safe, run in the forked
-        // child before exec.
+        // on the way to cluster membership (under TCG it is a quarter of a second of CPU).
+        // SCHED_IDLE runs it only when nothing else wants the CPU.
+        // SAFETY: sched_setscheduler(2) and setpriority(2) are plain system calls,
+        // async-signal-safe, run in the forked child before exec; `param` outlives the call.
         unsafe {
             command.pre_exec(|| {
-                libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+                let param = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+                libc::setpriority(libc::PRIO_PROCESS, 0, 19);
                 Ok(())
             });
         }

@@ -5,6 +5,10 @@
 //! from the host, must say exactly that. A disk and a NIC hot-plugged through QEMU's monitor
 //! then appear in it.
 //!
+//! The VM also writes a capture of its hardware (`shoal-inventory capture`) into a 9p share;
+//! replayed on the host it must give the same inventory as the node published. With
+//! `SHOAL_SAVE_FIXTURE=1` the capture becomes the `qemu-vm` fixture of inventory/tests.
+//!
 //! Needs the release `shoalctl` binary (`cargo xtask test` builds the whole workspace).
 
 use std::path::Path;
@@ -142,7 +146,17 @@ fn the_inventory_says_exactly_what_qemu_emulates_and_follows_hotplugged_devices(
     let machine = machine.display().to_string();
     network.serve_http(www.path())?;
     let images = tempfile::tempdir()?;
-    let args = hardware_args(images.path())?;
+    let mut args = hardware_args(images.path())?;
+    let share = tempfile::tempdir()?;
+    args.extend([
+        "-fsdev".to_string(),
+        format!(
+            "local,id=capfs,path={},security_model=none",
+            share.path().display()
+        ),
+        "-device".to_string(),
+        "virtio-9p-pci,fsdev=capfs,mount_tag=capture".to_string(),
+    ]);
     let vm = start(&image, "inventory", |b| {
         b.nic_with_mac(&network, NicModel::VirtioNet, VIRTIO_MAC)
             .nic_with_mac(&network, NicModel::E1000e, E1000E_MAC)
@@ -150,7 +164,7 @@ fn the_inventory_says_exactly_what_qemu_emulates_and_follows_hotplugged_devices(
             // The Intel vendor makes the kernel read SMT siblings from CPUID leaf 0xB; with
             // qemu64's default AMD vendor and no topoext, each thread looks like a core.
             .cpu("qemu64,vendor=GenuineIntel")
-            .cmdline("shoal.config=http://10.77.0.1/cluster.toml")
+            .cmdline("shoal.config=http://10.77.0.1/cluster.toml shoaltest.capture")
             .args(args)
     })?;
 
@@ -344,6 +358,47 @@ fn the_inventory_says_exactly_what_qemu_emulates_and_follows_hotplugged_devices(
         serde_json::to_string(&inv)?.len(),
         inv["gaps"]
     );
+
+    // The capture the VM wrote, replayed here, says the same about the hardware (link state and
+    // names may differ: it was taken before netd brought the links up).
+    let report = vm
+        .wait_for_test_report("capture", scaled(Duration::from_secs(30)))
+        .map_err(|e| fail(&vm, e.to_string()))?;
+    if report["ok"] != true {
+        return Err(fail(&vm, format!("the capture failed: {report}")));
+    }
+    let root = share.path().join("root");
+    let recorded = shoal_inventory::Recorded::load(&root).map_err(|e| anyhow::anyhow!(e))?;
+    let replayed = serde_json::to_value(shoal_inventory::collect(
+        &shoal_inventory::Roots::under(&root),
+        &recorded,
+    ))?;
+    for part in ["system", "cpu", "memory", "storage", "pci", "accelerators"] {
+        if replayed[part] != inv[part] {
+            return Err(fail(
+                &vm,
+                format!(
+                    "the capture replays {part} differently:\n{:#}\nvs published\n{:#}",
+                    replayed[part], inv[part]
+                ),
+            ));
+        }
+    }
+    if std::env::var_os("SHOAL_SAVE_FIXTURE").is_some() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../inventory/tests/fixtures/qemu-vm");
+        let _ = std::fs::remove_dir_all(fixture.join("root"));
+        std::fs::create_dir_all(&fixture)?;
+        let status = std::process::Command::new("cp")
+            .args([
+                "-a",
+                &root.display().to_string(),
+                &fixture.join("root").display().to_string(),
+            ])
+            .status()?;
+        anyhow::ensure!(status.success(), "copying the capture: {status}");
+        println!("saved the capture as {}", fixture.display());
+    }
 
     // The human table and the node view say the same.
     let table = shoalctl(

@@ -120,6 +120,7 @@ fn the_test_image_service_definitions_are_valid() {
         [
             "base",
             "capsvc",
+            "capture",
             "clusterd",
             "config",
             "crashy",

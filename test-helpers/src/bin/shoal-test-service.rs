@@ -16,6 +16,10 @@
 //! shoal-test-service netinfo           report /etc/resolv.conf, /run/shoal/ntp-servers, the
 //!                                      IPv4 routes (/proc/net/route), every link's MTU and the
 //!                                      hostname, then exit 0
+//! shoal-test-service capture           only with `shoaltest.capture` on the kernel command
+//!                                      line: mount the 9p share `capture` and write a hardware
+//!                                      capture into it (`shoal-inventory capture`), report,
+//!                                      exit 0; without it, exit 0 at once
 //! ```
 //!
 //! Output goes to stdout (the supervisor echoes it on the console as `[name] line`); reports
@@ -66,6 +70,7 @@ fn main() {
             rss("rss-cluster")
         }
         ["netinfo"] => netinfo(),
+        ["capture"] => capture(),
         _ => usage(&format!("unknown arguments {args:?}")),
     };
     std::process::exit(code);
@@ -133,6 +138,45 @@ fn rss(test: &str) -> i32 {
 }
 
 /// What netd left for the rest of the node, as a program on the node sees it.
+/// Writes a capture of this VM's hardware into the host directory QEMU shares as `capture`
+/// (qemu-tests' fixture maker; see inventory/tests/fixtures).
+fn capture() -> i32 {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if !cmdline.split_whitespace().any(|w| w == "shoaltest.capture") {
+        return 0;
+    }
+    let mount = || -> Result<(), String> {
+        std::fs::create_dir_all("/run/capture").map_err(|e| format!("mkdir: {e}"))?;
+        nix::mount::mount(
+            Some("capture"),
+            "/run/capture",
+            Some("9p"),
+            nix::mount::MsFlags::empty(),
+            Some("trans=virtio,version=9p2000.L"),
+        )
+        .map_err(|e| format!("mount 9p: {e}"))?;
+        let status = std::process::Command::new("/usr/lib/shoal/shoal-inventory")
+            .args(["capture", "/run/capture/root"])
+            .status()
+            .map_err(|e| format!("shoal-inventory: {e}"))?;
+        nix::unistd::sync();
+        let _ = nix::mount::umount("/run/capture");
+        status
+            .success()
+            .then_some(())
+            .ok_or(format!("shoal-inventory capture: {status}"))
+    };
+    let (ok, error) = match mount() {
+        Ok(()) => (true, String::new()),
+        Err(e) => (false, e),
+    };
+    println!(
+        "{TEST_PREFIX}{{\"test\":\"capture\",\"ok\":{ok},\"error\":{}}}",
+        json_string(&error)
+    );
+    0
+}
+
 fn netinfo() -> i32 {
     let read = |path: &str| std::fs::read_to_string(path).unwrap_or_else(|e| format!("ERROR {e}"));
     // /proc/net/route: Iface Destination Gateway ... in little-endian hex.
