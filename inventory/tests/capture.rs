@@ -87,14 +87,27 @@ fn qemu_vm_with_chosen_hardware() {
     let s = &inv.system;
     assert_eq!(s.smbios_version.as_deref(), Some("2.8"));
     assert_eq!(
-        (s.vendor.as_deref(), s.product.as_deref(), s.serial.as_deref()),
+        (
+            s.vendor.as_deref(),
+            s.product.as_deref(),
+            s.serial.as_deref()
+        ),
         (Some("Shoal Labs"), Some("Reef 9000"), Some("SYS-SN-1"))
     );
-    assert_eq!(s.uuid.as_deref(), Some("9a1c2f50-6b7e-4d2a-8c11-0123456789ab"));
-    assert_eq!(s.chassis.as_ref().and_then(|c| c.sku.as_deref()), Some("CASE-1"));
+    assert_eq!(
+        s.uuid.as_deref(),
+        Some("9a1c2f50-6b7e-4d2a-8c11-0123456789ab")
+    );
+    assert_eq!(
+        s.chassis.as_ref().and_then(|c| c.sku.as_deref()),
+        Some("CASE-1")
+    );
     assert_eq!(s.hypervisor.as_deref(), Some("qemu-tcg"));
     let dimm = &inv.memory.dimms[0];
-    assert_eq!((dimm.size_bytes, dimm.speed_mts), (Some(512 << 20), Some(3200)));
+    assert_eq!(
+        (dimm.size_bytes, dimm.speed_mts),
+        (Some(512 << 20), Some(3200))
+    );
     assert_eq!(dimm.kind.as_deref(), Some("RAM"));
     assert_eq!((inv.cpu.sockets, inv.cpu.cores, inv.cpu.threads), (2, 2, 4));
     assert_eq!(inv.cpu.numa.len(), 2);
