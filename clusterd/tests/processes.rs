@@ -475,7 +475,22 @@ fn voters_grow_to_the_configured_count_and_a_dead_voter_is_replaced() {
     let (_, fourth_id, _, _) = fourth.membership(Duration::from_secs(20));
     assert_eq!(voters(&api), (3, 1));
     let second_id = format!("{second_id:016x}");
-    let before = rt.block_on(api.watch_nodes("", Duration::ZERO)).unwrap();
+    // The fourth registers about a second after it is a member; the view to watch from must
+    // have it, or the watch would report that instead of the death.
+    let fourth_hex = format!("{fourth_id:016x}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let view = rt.block_on(api.watch_nodes("", Duration::ZERO)).unwrap();
+        if view.nodes.len() == 4 && view.nodes.iter().all(|n| n.healthy) {
+            break view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fourth never registered: {view:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(before.nodes.iter().any(|n| n.id == fourth_hex));
     drop(second);
     // A watcher of the nodes hears of it: unhealthy, then replaced.
     let watched = Instant::now();
