@@ -48,6 +48,8 @@ pub struct Options {
     /// Voter replacement and health.
     pub unhealthy_after: Duration,
     pub replace_after: Duration,
+    /// A non-voter silent this long leaves the membership, and its record the state.
+    pub forget_after: Duration,
     /// The hardware inventory file to publish (`shoal_inventory::RUN_PATH`); `None`: none.
     pub inventory: Option<PathBuf>,
 }
@@ -66,6 +68,7 @@ impl Default for Options {
             unhealthy_after: Duration::from_secs(3),
             replace_after: Duration::from_secs(30),
             inventory: Some(PathBuf::from(shoal_inventory::RUN_PATH)),
+            forget_after: Duration::from_secs(600),
         }
     }
 }
@@ -290,6 +293,7 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         voters: cluster.voters as usize,
         unhealthy_after: options.unhealthy_after,
         replace_after: options.replace_after,
+        forget_after: options.forget_after,
     };
     // A node with consensus state from an earlier run is a member already: it never forms.
     let mut formation = if restored {
@@ -324,6 +328,7 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         .as_deref()
         .map(crate::hardware::Watcher::new);
     let publishing = Arc::new(AtomicBool::new(false));
+    let forgotten = Arc::new(AtomicBool::new(false));
     let mut last_leader: Option<NodeId> = None;
     let mut buf = vec![0u8; MAX_ANNOUNCEMENT + 1];
     loop {
@@ -438,14 +443,27 @@ async fn serve(options: Options) -> anyhow::Result<()> {
             let n = node.clone();
             let first = !registered;
             registered = true;
+            if forgotten.swap(false, Ordering::AcqRel) {
+                registered = false;
+            }
+            let forgotten = forgotten.clone();
             tokio::spawn(async move {
-                if let Err(e) = n.propose(command, false).await {
-                    let what = if first {
-                        "register"
-                    } else {
-                        "send a heartbeat"
-                    };
-                    tracing::debug!("cannot {what}: {e}");
+                match n.propose(command, false).await {
+                    // The cluster forgot this node (silent too long): register again, which
+                    // puts it back in the membership.
+                    Ok(Outcome::UnknownNode) => {
+                        tracing::warn!("the cluster forgot this node; registering again");
+                        forgotten.store(true, Ordering::Release);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let what = if first {
+                            "register"
+                        } else {
+                            "send a heartbeat"
+                        };
+                        tracing::debug!("cannot {what}: {e}");
+                    }
                 }
             });
             if let Some(record) = hardware.as_mut().and_then(|w| w.current().cloned()) {
@@ -691,6 +709,7 @@ async fn manage_voters(
         })
         .collect();
     let Some(next) = voters::next_voters(&members, policy) else {
+        forget(node, &members, &records, now_ms, policy);
         return;
     };
     node.changing.store(true, Ordering::Release);
@@ -702,6 +721,43 @@ async fn manage_voters(
         }
         n.changing.store(false, Ordering::Release);
     });
+}
+
+/// With the voters right, the leader forgets one silent node: a non-voter leaves the
+/// membership; a record outside the membership, silent as long, leaves the state.
+fn forget(
+    node: &Arc<Node>,
+    members: &[Member],
+    records: &BTreeMap<NodeId, crate::state::NodeRecord>,
+    now_ms: u64,
+    policy: &Policy,
+) {
+    let n = node.clone();
+    if let Some(id) = voters::forgotten(members, policy) {
+        node.changing.store(true, Ordering::Release);
+        tokio::spawn(async move {
+            tracing::info!(node = format!("{id:016x}"), "forgetting a silent non-voter");
+            let remove = openraft::ChangeMembers::RemoveNodes([id].into());
+            if let Err(e) = n.raft.change_membership(remove, false).await {
+                tracing::warn!("removing node {id:016x} failed: {e}");
+            }
+            n.changing.store(false, Ordering::Release);
+        });
+        return;
+    }
+    let stale = records.iter().find(|(id, r)| {
+        !members.iter().any(|m| m.id == **id)
+            && Duration::from_millis(now_ms.saturating_sub(r.heartbeat_ms)) >= policy.forget_after
+    });
+    if let Some((&id, _)) = stale {
+        node.changing.store(true, Ordering::Release);
+        tokio::spawn(async move {
+            if let Err(e) = n.propose(Command::Forget { id }, false).await {
+                tracing::warn!("forgetting node {id:016x} failed: {e}");
+            }
+            n.changing.store(false, Ordering::Release);
+        });
+    }
 }
 
 impl Node {
@@ -779,6 +835,32 @@ impl Node {
             .map_err(|e| Failure::Invalid(e.to_string()))?;
         match self.route(forwarded)? {
             Route::Here => {
+                // A node the membership lost (forgotten while it was away) is told so when it
+                // sends a heartbeat, and taken back as a learner when it registers again.
+                let member = |id: &NodeId| {
+                    self.raft
+                        .metrics()
+                        .borrow()
+                        .membership_config
+                        .membership()
+                        .get_node(id)
+                        .is_some()
+                };
+                if let Command::Heartbeat { id, .. } = &command
+                    && !member(id)
+                {
+                    return Ok(Outcome::UnknownNode);
+                }
+                if let Command::Node { id, info, .. } = &command
+                    && !member(id)
+                {
+                    self.raft
+                        .add_learner(*id, BasicNode::new(info.addr.clone()), false)
+                        .await
+                        .map_err(|e| {
+                            Failure::Unavailable(format!("cannot add node {id:016x}: {e}"))
+                        })?;
+                }
                 match &mut command {
                     Command::Node { now_ms, .. } | Command::Heartbeat { now_ms, .. } => {
                         *now_ms = unix_ms();

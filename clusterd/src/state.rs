@@ -96,6 +96,11 @@ pub enum Command {
         id: NodeId,
         now_ms: u64,
     },
+    /// Drops a node's record: the leader forgets a node that left the membership and stayed
+    /// silent for the forget delay.
+    Forget {
+        id: NodeId,
+    },
     /// A node's hardware inventory (see `shoal-inventory`), as it collected it.
     Inventory {
         id: NodeId,
@@ -233,6 +238,10 @@ impl State {
                 );
                 Outcome::Done
             }
+            Command::Forget { id } => match self.nodes.remove(id) {
+                Some(_) => Outcome::Done,
+                None => Outcome::UnknownNode,
+            },
             Command::Inventory { id, inventory } => match self.nodes.get_mut(id) {
                 Some(n) => {
                     n.hardware = Some(inventory.clone());
@@ -400,6 +409,33 @@ mod tests {
         });
         let n = &s.nodes[&7];
         assert_eq!((n.joined_ms, n.heartbeat_ms), (10, 30));
+
+        // Its inventory survives a re-registration; forgetting drops the record and all.
+        let hardware = HardwareRecord {
+            json: "{}".into(),
+            summary: "s".into(),
+            ..HardwareRecord::default()
+        };
+        s.apply(&Command::Inventory {
+            id: 7,
+            inventory: hardware.clone(),
+        });
+        s.apply(&Command::Node {
+            id: 7,
+            info: s.nodes[&7].info.clone(),
+            now_ms: 40,
+        });
+        assert_eq!(s.nodes[&7].hardware, Some(hardware));
+        assert_eq!(s.apply(&Command::Forget { id: 7 }), Outcome::Done);
+        assert!(s.nodes.is_empty());
+        assert_eq!(s.apply(&Command::Forget { id: 7 }), Outcome::UnknownNode);
+        assert_eq!(
+            s.apply(&Command::Inventory {
+                id: 7,
+                inventory: HardwareRecord::default()
+            }),
+            Outcome::UnknownNode
+        );
     }
 
     #[test]

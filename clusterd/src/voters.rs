@@ -9,6 +9,9 @@
 //! - Nodes marked `never` do not vote; `prefer` nodes are picked first, then the lowest ids.
 //! - Voters are never removed just because a non-voter is healthier, and never below the
 //!   configured count unless there are more than it (a lowered setting).
+//! - A non-voter silent for the forget delay leaves the membership (a diskless node that
+//!   rebooted is back under a new id; a retired machine is gone for good), once the voters are
+//!   right.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -37,6 +40,9 @@ pub struct Policy {
     pub unhealthy_after: Duration,
     /// A voter silent for this long is replaced when a healthy non-voter can take its place.
     pub replace_after: Duration,
+    /// A non-voter silent for this long is removed from the membership, and any node's record
+    /// silent this long outside the membership from the state.
+    pub forget_after: Duration,
 }
 
 impl Member {
@@ -87,6 +93,17 @@ pub fn next_voters(members: &[Member], policy: &Policy) -> Option<BTreeSet<NodeI
     None
 }
 
+/// The non-voter to remove from the membership next, if one has been silent for the forget
+/// delay (the longest silent first). Ask only when [`next_voters`] has nothing to change.
+pub fn forgotten(members: &[Member], policy: &Policy) -> Option<NodeId> {
+    members
+        .iter()
+        .filter(|m| !m.voter)
+        .filter(|m| m.silent_for.is_some_and(|d| d >= policy.forget_after))
+        .max_by_key(|m| (m.silent_for, std::cmp::Reverse(m.id)))
+        .map(|m| m.id)
+}
+
 /// The largest odd number not above `n` (0 for 0): an even voter count tolerates no more
 /// failures than the odd one below it.
 pub fn largest_odd_at_most(n: usize) -> usize {
@@ -101,6 +118,7 @@ mod tests {
         voters: 3,
         unhealthy_after: Duration::from_secs(3),
         replace_after: Duration::from_secs(30),
+        forget_after: Duration::from_secs(600),
     };
 
     fn member(id: NodeId, voter: bool) -> Member {
@@ -180,5 +198,49 @@ mod tests {
         m[0].silent_for = None; // the leader
         m[1].silent_for = Some(Duration::from_secs(10));
         assert_eq!(next_voters(&m, &POLICY), set(&[1, 3, 4]));
+    }
+}
+
+#[cfg(test)]
+mod forget_tests {
+    use super::*;
+
+    #[test]
+    fn silent_non_voters_are_forgotten_longest_silent_first() {
+        let policy = Policy {
+            voters: 3,
+            unhealthy_after: Duration::from_secs(3),
+            replace_after: Duration::from_secs(30),
+            forget_after: Duration::from_secs(600),
+        };
+        let member = |id, voter, silent: u64| Member {
+            id,
+            voter,
+            hint: Hint::Auto,
+            silent_for: Some(Duration::from_secs(silent)),
+            caught_up: true,
+        };
+        let mut m = vec![
+            member(1, true, 0),
+            member(2, true, 0),
+            member(3, true, 900),
+            member(4, false, 599),
+        ];
+        assert_eq!(
+            forgotten(&m, &policy),
+            None,
+            "a silent voter is replaced, not forgotten"
+        );
+        m.push(member(5, false, 700));
+        m.push(member(6, false, 800));
+        assert_eq!(forgotten(&m, &policy), Some(6));
+        m.retain(|x| x.id != 6);
+        assert_eq!(forgotten(&m, &policy), Some(5));
+        // The leader (never silent) is never forgotten.
+        let leader = Member {
+            silent_for: None,
+            ..member(7, false, 0)
+        };
+        assert_eq!(forgotten(&[leader], &policy), None);
     }
 }

@@ -624,3 +624,60 @@ fn each_node_publishes_its_hardware_inventory_and_republishes_it_when_it_changes
     let still = rt.block_on(api.inventory(&ids[0])).unwrap();
     assert!(still.storage.disks.iter().any(|d| d.name == "sdz"));
 }
+
+#[test]
+fn a_silent_non_voter_is_forgotten_and_taken_back_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let config = write_config(dir.path(), "forget", SECRET, 3, 3, &ports);
+    let fast = ["--forget-after", "3s"];
+    let nodes: Vec<Node> = ports[..3]
+        .iter()
+        .map(|p| Node::start_args(&config, *p, None, &fast))
+        .collect();
+    for n in &nodes {
+        n.membership(Duration::from_secs(20));
+    }
+    let late = Node::start_args(&config, ports[3], None, &fast);
+    let (_, late_id, _, voter) = late.membership(Duration::from_secs(20));
+    assert!(!voter);
+    let late_id = format!("{late_id:016x}");
+    let rt = runtime();
+    let api = client(SECRET, &[&nodes[0], &nodes[1], &nodes[2]]);
+    let listed = |api: &Client| {
+        let nodes = rt.block_on(api.nodes()).unwrap_or_default();
+        let learners = rt
+            .block_on(api.members())
+            .map(|m| m.learners.iter().map(|l| l.id.clone()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        (
+            nodes.iter().any(|n| n.id == late_id && n.healthy),
+            nodes.iter().any(|n| n.id == late_id),
+            learners.contains(&late_id),
+        )
+    };
+    eventually("the late node registered", Duration::from_secs(10), || {
+        (listed(&api) == (true, true, true)).then_some(())
+    });
+
+    // Silent (stopped) past the forget delay: out of the membership and the node list.
+    signal(&late, libc::SIGSTOP);
+    let stopped = Instant::now();
+    eventually(
+        "the silent learner forgotten",
+        Duration::from_secs(20),
+        || (listed(&api) == (false, false, false)).then_some(()),
+    );
+    eprintln!(
+        "forgotten {:.1} s after it went silent (forget delay 3 s)",
+        stopped.elapsed().as_secs_f64()
+    );
+
+    // Back: told it is unknown, it registers again and is a learner once more.
+    signal(&late, libc::SIGCONT);
+    eventually("the node taken back", Duration::from_secs(20), || {
+        (listed(&api) == (true, true, true)).then_some(())
+    });
+    let members = rt.block_on(api.members()).unwrap();
+    assert_eq!(members.voters.len(), 3, "{members:?}");
+}

@@ -421,6 +421,7 @@ fn run(s: &Scenario) -> Sim {
             voters: s.voters,
             unhealthy_after: Duration::from_secs(3),
             replace_after: Duration::from_secs(10),
+            forget_after: Duration::from_secs(600),
         },
         expected: s.expected,
         queue: Vec::new(),

@@ -1,7 +1,9 @@
 //! Cluster membership in booted VMs (issue 6): three VMs started together on one LAN, with a
 //! cluster secret from the configuration URL and no addresses configured anywhere, become one
 //! cluster with a leader and no manual step; `shoalctl` on the host (in the test network) sees
-//! it and writes through it; powering the leader off elects another and writes continue.
+//! it and writes through it; a 4th and a 5th node join as non-voters (three voters are
+//! configured); the 5th reboots and, diskless, rejoins under a new id; powering the leader off
+//! elects another and writes continue.
 //!
 //! Needs the release `shoalctl` binary (`cargo xtask test` builds the whole workspace).
 
@@ -260,6 +262,100 @@ fn three_vms_booted_together_form_one_cluster_and_elect_a_new_leader_when_it_pow
             format!("no clusterd in the footprint report: {rss}"),
         ));
     }
+
+    // A 4th and a 5th node join later, through whichever node answers: members, not voters
+    // (three voters are configured, the default).
+    let late_macs = [
+        shoal_qemu_tests::vm::next_mac(),
+        shoal_qemu_tests::vm::next_mac(),
+    ];
+    let boot_late = |i: usize, mac: &str| {
+        start(&image, &format!("cluster{}", i + 3), |b| {
+            b.nic_with_mac(&network, NicModel::VirtioNet, mac)
+                .cmdline("shoal.config=http://10.77.0.1/cluster.toml")
+        })
+    };
+    let mut late = Vec::new();
+    for (i, mac) in late_macs.iter().enumerate() {
+        late.push(boot_late(i, mac)?);
+    }
+    let mut late_members = Vec::new();
+    for vm in &late {
+        late_members.push(membership(vm).map_err(|e| fail(&late, e.to_string()))?);
+    }
+    if late_members
+        .iter()
+        .any(|m| m.cluster_id != first.cluster_id)
+    {
+        return Err(fail(&late, "a late node is in another cluster".into()));
+    }
+    let members_json = |endpoint: &str| -> anyhow::Result<serde_json::Value> {
+        let text = shoalctl(
+            &network,
+            &[
+                "members",
+                "--machine-config",
+                &machine,
+                "--endpoint",
+                endpoint,
+                "-o",
+                "json",
+            ],
+        )?;
+        Ok(serde_json::from_str(&text)?)
+    };
+    let count = |v: &serde_json::Value, key: &str| v[key].as_array().map_or(0, Vec::len);
+    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(15));
+    loop {
+        let view =
+            members_json(&endpoint(&late_members[0])).map_err(|e| fail(&late, e.to_string()))?;
+        if (count(&view, "voters"), count(&view, "learners")) == (3, 2) {
+            println!(
+                "a 4th and a 5th node joined as non-voters: members {:.2} and {:.2} s after their QEMU start",
+                late_members[0].at.as_secs_f64(),
+                late_members[1].at.as_secs_f64()
+            );
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(fail(&late, format!("not 3 voters and 2 learners: {view}")));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // The 5th loses power and boots again. Diskless (no STATE partition yet), it rejoins as a
+    // new member under a new id; the old id is forgotten after the forget delay (10 min).
+    let old_id = late_members[1].node;
+    late[1].kill();
+    let rebooted = boot_late(1, &late_macs[1])?;
+    let again =
+        membership(&rebooted).map_err(|e| fail(std::slice::from_ref(&rebooted), e.to_string()))?;
+    if again.cluster_id != first.cluster_id || again.node == old_id {
+        return Err(fail(
+            &late,
+            format!(
+                "the rebooted node is {:016x} in {} (was {old_id:016x} in {})",
+                again.node, again.cluster_id, first.cluster_id
+            ),
+        ));
+    }
+    let view = members_json(&endpoint(&again)).map_err(|e| fail(&late, e.to_string()))?;
+    let new_id = format!("{:016x}", again.node);
+    if !view["learners"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|m| m["id"] == new_id.as_str()))
+    {
+        return Err(fail(
+            &late,
+            format!("the rebooted node is not a learner: {view}"),
+        ));
+    }
+    println!(
+        "the rebooted 5th node rejoined as {new_id} {:.2} s after its QEMU start",
+        again.at.as_secs_f64()
+    );
+    drop(rebooted);
+    drop(late);
 
     // Power cut on the leader.
     let Some(leader) = members.iter().position(|m| m.node == first.leader) else {

@@ -13,10 +13,11 @@ const USAGE: &str = "\
 usage: shoal-clusterd [--config FILE] [--listen ADDR:PORT] [--advertise ADDR:PORT]
                       [--api-listen ADDR:PORT] [--data-dir DIR | --diskless]
                       [--snapshot-every ENTRIES] [--replace-after DURATION]
-                      [--inventory FILE]
+                      [--forget-after DURATION] [--inventory FILE]
 defaults: /run/shoal/config.toml, 0.0.0.0:<cluster.port>, this node's address towards its
 first seed or the LAN, the --listen address with port <api.port>, /var/lib/shoal/cluster
-when /var/lib/shoal exists (else in memory), a voter silent 30s is replaced, the hardware
+when /var/lib/shoal exists (else in memory), a voter silent 30s is replaced, a non-voter
+silent 10m is forgotten, the hardware
 inventory published from /run/shoal/inventory.json
 ";
 
@@ -51,6 +52,9 @@ fn main() -> ExitCode {
             "--replace-after" => shoal_units::parse_duration(&value)
                 .map(|d| options.replace_after = d)
                 .map_err(|e| format!("--replace-after: {e}")),
+            "--forget-after" => shoal_units::parse_duration(&value)
+                .map(|d| options.forget_after = d)
+                .map_err(|e| format!("--forget-after: {e}")),
             "--snapshot-every" => value
                 .parse()
                 .map(|n| options.snapshot_every = Some(n))
