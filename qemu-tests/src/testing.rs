@@ -5,7 +5,7 @@ use std::time::Duration;
 use shoal_boot_events::Record;
 
 use crate::stats::event_label;
-use crate::{Image, Result, Vm, VmBuilder, init_logging, require_root, scaled};
+use crate::{Image, Network, Result, Vm, VmBuilder, init_logging, require_root, scaled};
 
 /// From QEMU's start to `boot.complete` (or `boot.failed`) under TCG, two VMs at a time on two
 /// cores, with room to spare. Scaled by `SHOAL_TIMEOUT_SCALE`.
@@ -56,6 +56,50 @@ pub fn check_order(events: &[Record], expected: &[&str]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Runs the release `shoalctl` inside the test network (where the VMs' addresses are
+/// reachable) and returns its standard output; a failure carries its output. `cargo xtask test`
+/// builds it; alone: `cargo build --release -p shoalctl`.
+pub fn shoalctl(network: &Network, args: &[&str]) -> anyhow::Result<String> {
+    let bin = crate::target_dir().join("release/shoalctl");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: build it with cargo build --release -p shoalctl",
+        bin.display()
+    );
+    let output = network
+        .command(&bin.display().to_string())
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "shoalctl {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// Calls `attempt` every `every` until it gives a value or `within` has passed; the error
+/// names `what` and the last failure.
+pub fn eventually<T>(
+    what: &str,
+    within: Duration,
+    every: Duration,
+    mut attempt: impl FnMut() -> std::result::Result<T, String>,
+) -> std::result::Result<T, String> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match attempt() {
+            Ok(value) => return Ok(value),
+            Err(last) if std::time::Instant::now() >= deadline => {
+                return Err(format!("{what}: not within {within:?}; last: {last}"));
+            }
+            Err(_) => std::thread::sleep(every),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use shoal_qemu_tests::events::Event;
-use shoal_qemu_tests::testing::{boot_timeout, start, test_image};
+use shoal_qemu_tests::testing::{boot_timeout, eventually, shoalctl, start, test_image};
 use shoal_qemu_tests::{Network, NicModel, Vm, scaled};
 
 const SECRET: &str = "dm0gY2x1c3RlciB0ZXN0IHNlY3JldCwgMzIgYnl0ZXMhIQ==";
@@ -36,28 +36,6 @@ struct Membership {
     at: Duration,
     /// The address its lease gave, without the prefix length.
     address: String,
-}
-
-/// Runs the release shoalctl inside the test network; returns its standard output.
-fn shoalctl(network: &Network, args: &[&str]) -> anyhow::Result<String> {
-    let bin = shoal_qemu_tests::target_dir().join("release/shoalctl");
-    anyhow::ensure!(
-        bin.exists(),
-        "{} is missing: build it with cargo build --release -p shoalctl",
-        bin.display()
-    );
-    let output = network
-        .command(&bin.display().to_string())
-        .args(args)
-        .output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "shoalctl {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?)
 }
 
 fn membership(vm: &Vm) -> anyhow::Result<Membership> {
@@ -305,23 +283,24 @@ fn three_vms_booted_together_form_one_cluster_and_elect_a_new_leader_when_it_pow
         Ok(serde_json::from_str(&text)?)
     };
     let count = |v: &serde_json::Value, key: &str| v[key].as_array().map_or(0, Vec::len);
-    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(15));
-    loop {
-        let view =
-            members_json(&endpoint(&late_members[0])).map_err(|e| fail(&late, e.to_string()))?;
-        if (count(&view, "voters"), count(&view, "learners")) == (3, 2) {
-            println!(
-                "a 4th and a 5th node joined as non-voters: members {:.2} and {:.2} s after their QEMU start",
-                late_members[0].at.as_secs_f64(),
-                late_members[1].at.as_secs_f64()
-            );
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(fail(&late, format!("not 3 voters and 2 learners: {view}")));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    eventually(
+        "3 voters and 2 learners",
+        scaled(Duration::from_secs(15)),
+        Duration::from_millis(250),
+        || {
+            let view = members_json(&endpoint(&late_members[0])).map_err(|e| e.to_string())?;
+            match (count(&view, "voters"), count(&view, "learners")) {
+                (3, 2) => Ok(()),
+                _ => Err(view.to_string()),
+            }
+        },
+    )
+    .map_err(|e| fail(&late, e))?;
+    println!(
+        "a 4th and a 5th node joined as non-voters: members {:.2} and {:.2} s after their QEMU start",
+        late_members[0].at.as_secs_f64(),
+        late_members[1].at.as_secs_f64()
+    );
 
     // The 5th loses power and boots again. Diskless (no STATE partition yet), it rejoins as a
     // new member under a new id; the old id is forgotten after the forget delay (10 min).

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use shoal_qemu_tests::events::Event;
-use shoal_qemu_tests::testing::{boot_timeout, start, test_image};
+use shoal_qemu_tests::testing::{boot_timeout, eventually, shoalctl, start, test_image};
 use shoal_qemu_tests::{Network, NicModel, Vm, scaled};
 
 const SECRET: &str = "aW52ZW50b3J5IHRlc3Qgc2VjcmV0LCAzMiBieXRlcyEh";
@@ -86,27 +86,6 @@ fn hardware_args(dir: &Path) -> anyhow::Result<Vec<String>> {
 fn fail(vm: &Vm, message: String) -> anyhow::Error {
     vm.mark_failed();
     anyhow::anyhow!("{message}\n--- console tail:\n{}", vm.tail(60))
-}
-
-fn shoalctl(network: &Network, args: &[&str]) -> anyhow::Result<String> {
-    let bin = shoal_qemu_tests::target_dir().join("release/shoalctl");
-    anyhow::ensure!(
-        bin.exists(),
-        "{} is missing: cargo build --release -p shoalctl",
-        bin.display()
-    );
-    let output = network
-        .command(&bin.display().to_string())
-        .args(args)
-        .output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "shoalctl {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?)
 }
 
 /// Asserts `actual[pointer] == expected` for each pair, listing every mismatch at once.
@@ -220,16 +199,14 @@ fn the_inventory_says_exactly_what_qemu_emulates_and_follows_hotplugged_devices(
         Ok(serde_json::from_str(&text)?)
     };
     // The node publishes about a second after it registers.
-    let deadline = Instant::now() + scaled(Duration::from_secs(20));
-    let inv = loop {
-        match fetch() {
-            Ok(inv) => break inv,
-            Err(e) if Instant::now() > deadline => {
-                return Err(fail(&vm, format!("no inventory published: {e}")));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    };
+    let poll = Duration::from_millis(500);
+    let inv = eventually(
+        "the published inventory",
+        scaled(Duration::from_secs(20)),
+        poll,
+        || fetch().map_err(|e| e.to_string()),
+    )
+    .map_err(|e| fail(&vm, e))?;
 
     let dimm = &inv["memory"]["dimms"][0];
     let mut checks = vec![
@@ -472,55 +449,45 @@ fn the_inventory_says_exactly_what_qemu_emulates_and_follows_hotplugged_devices(
     if let Event::HardwareInventory { ms, reason, .. } = again.event {
         println!("inventory collected again ({reason}) in {ms:.1} ms, on an idle node");
     }
-    let deadline = Instant::now() + scaled(Duration::from_secs(20));
-    loop {
-        let inv = fetch()?;
-        if let Some(d) = find(&inv["storage"]["disks"], "serial", "HOT-SN-1") {
-            println!(
-                "hot-plugged disk {} ({} bytes) published {:.2} s after device_add",
-                d["name"],
-                d["size_bytes"],
-                hotplugged.elapsed().as_secs_f64()
-            );
-            if d["size_bytes"] != json!(16u64 << 20) || d["transport"] != "virtio" {
-                return Err(fail(&vm, format!("hot-plugged disk: {d}")));
-            }
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(fail(
-                &vm,
-                format!("the hot-plugged disk never appeared: {}", inv["storage"]),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(500));
+    // Waits for the published inventory to list an entry under `list` with `key` = `value`.
+    let appears = |list: &str, key: &str, value: &str| {
+        eventually(
+            &format!("{key} {value} in {list}"),
+            scaled(Duration::from_secs(20)),
+            poll,
+            || {
+                let inv = fetch().map_err(|e| e.to_string())?;
+                let entries = inv.pointer(list).cloned().unwrap_or_default();
+                find(&entries, key, value)
+                    .cloned()
+                    .ok_or_else(|| entries.to_string())
+            },
+        )
+        .map_err(|e| fail(&vm, e))
+    };
+    let disk = appears("/storage/disks", "serial", "HOT-SN-1")?;
+    println!(
+        "hot-plugged disk {} ({} bytes) published {:.2} s after device_add",
+        disk["name"],
+        disk["size_bytes"],
+        hotplugged.elapsed().as_secs_f64()
+    );
+    if disk["size_bytes"] != json!(16u64 << 20) || disk["transport"] != "virtio" {
+        return Err(fail(&vm, format!("hot-plugged disk: {disk}")));
     }
 
     // And a NIC: it appears with its MAC and driver.
     let nic = vm.hotplug_nic(&network, NicModel::E1000e)?;
     let plugged = Instant::now();
-    let deadline = Instant::now() + scaled(Duration::from_secs(20));
-    loop {
-        let inv = fetch()?;
-        if let Some(n) = find(&inv["network"], "permanent_mac", &nic.mac) {
-            println!(
-                "hot-plugged NIC {} ({}) published {:.2} s after device_add",
-                n["name"],
-                n["driver"],
-                plugged.elapsed().as_secs_f64()
-            );
-            if n["driver"] != "e1000e" {
-                return Err(fail(&vm, format!("hot-plugged NIC: {n}")));
-            }
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(fail(
-                &vm,
-                format!("the hot-plugged NIC never appeared: {}", inv["network"]),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(500));
+    let found = appears("/network", "permanent_mac", &nic.mac)?;
+    println!(
+        "hot-plugged NIC {} ({}) published {:.2} s after device_add",
+        found["name"],
+        found["driver"],
+        plugged.elapsed().as_secs_f64()
+    );
+    if found["driver"] != "e1000e" {
+        return Err(fail(&vm, format!("hot-plugged NIC: {found}")));
     }
     Ok(())
 }
