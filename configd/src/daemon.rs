@@ -32,6 +32,8 @@ pub struct Options {
     pub cmdline: PathBuf,
     pub sys: PathBuf,
     pub proc: PathBuf,
+    /// Block devices, for a NoCloud volume (`CIDATA`).
+    pub dev: PathBuf,
     /// The node's resolved configuration goes to `<run_dir>/config.toml`.
     pub run_dir: PathBuf,
     /// Where the last good configuration is kept across reboots, when writable.
@@ -49,6 +51,7 @@ impl Default for Options {
             cmdline: "/proc/cmdline".into(),
             sys: "/sys".into(),
             proc: "/proc".into(),
+            dev: "/dev".into(),
             run_dir: "/run/shoal".into(),
             state_dir: "/var/lib/shoal".into(),
             netd_socket: shoal_api::network::SOCKET.into(),
@@ -96,7 +99,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let mut maintenance_reported = String::new();
     let mut failures_reported: Vec<(String, String)> = Vec::new();
     loop {
-        let gathered = gather(&cmdline, url.as_deref(), &facts);
+        let gathered = gather(options, &cmdline, url.as_deref(), &facts);
         // Each distinct failure once, not every retry.
         for failure in &gathered.failures {
             if !failures_reported.contains(failure) {
@@ -187,8 +190,13 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 }
 
 /// Reads every source this node has.
-fn gather(cmdline: &str, url: Option<&str>, facts: &NodeFacts) -> Gathered {
+fn gather(options: &Options, cmdline: &str, url: Option<&str>, facts: &NodeFacts) -> Gathered {
     let mut gathered = Gathered::default();
+    match crate::nocloud::read(&options.sys, &options.dev, &options.run_dir.join("nocloud")) {
+        Ok(Some(documents)) => gathered.documents.extend(documents),
+        Ok(None) => {}
+        Err(reason) => gathered.failures.push(("nocloud".into(), reason)),
+    }
     if let Some(url) = url {
         match fetch_url(url, facts) {
             Ok(doc) => gathered.documents.push(doc),

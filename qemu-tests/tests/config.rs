@@ -120,3 +120,75 @@ fn a_valid_config_url_is_applied_once_the_network_is_up_without_maintenance() ->
     }
     Ok(())
 }
+
+/// Runs a host tool, failing with its output.
+fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let output = std::process::Command::new(program).args(args).output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{program} {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_nocloud_disk_configures_the_node_with_no_url() -> anyhow::Result<()> {
+    let image = test_image()?;
+    let mut network = Network::new()?;
+    network.start_dnsmasq(network.dhcp_config())?;
+    // A CIDATA vfat volume, as cloud-localds or an IaaS console makes it: user-data is the
+    // machine configuration, meta-data names the host.
+    let dir = tempfile::tempdir()?;
+    let (user, meta) = (dir.path().join("user-data"), dir.path().join("meta-data"));
+    std::fs::write(
+        &user,
+        format!("[cluster]\nname = \"nocloud\"\nsecret = \"{SECRET}\"\nexpected_size = 1\n"),
+    )?;
+    std::fs::write(&meta, "instance-id: i-0001\nlocal-hostname: from-nocloud\n")?;
+    let disk = dir.path().join("cidata.img");
+    let disk_arg = disk.display().to_string();
+    run("mkfs.vfat", &["-C", "-n", "CIDATA", &disk_arg, "2048"])?;
+    for file in [&user, &meta] {
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        run(
+            "mcopy",
+            &[
+                "-i",
+                &disk_arg,
+                &file.display().to_string(),
+                &format!("::{name}"),
+            ],
+        )?;
+    }
+    let vm = start(&image, "config-nocloud", |b| {
+        b.nic(&network, NicModel::VirtioNet).virtio_disk(&disk)
+    })?;
+    let resolved = vm.wait_for_event("config.resolved", boot_timeout())?;
+    let Event::ConfigResolved { sources, ms, .. } = &resolved.event else {
+        unreachable!()
+    };
+    println!(
+        "NoCloud source: configuration in force {ms} ms after shoal-configd started: {sources:?}"
+    );
+    let expected = ["nocloud: /dev/vda:meta-data", "nocloud: /dev/vda:user-data"];
+    if sources.as_slice() != expected {
+        return Err(fail(
+            &vm,
+            format!("sources {sources:?}, expected {expected:?}"),
+        ));
+    }
+    vm.wait_for_event_matching("hostname", step_timeout(), |r| {
+        matches!(&r.event, Event::Hostname { hostname, source } if hostname == "from-nocloud" && source == "config")
+    })
+    .map_err(|e| fail(&vm, e.to_string()))?;
+    // The secret came from the disk: the node forms its one-node cluster.
+    vm.wait_for_event("cluster.member", step_timeout())
+        .map_err(|e| fail(&vm, e.to_string()))?;
+    Ok(())
+}

@@ -10,9 +10,10 @@ use std::process::ExitCode;
 use shoal_configd::daemon::{Options, run};
 
 const USAGE: &str = "\
-usage: shoal-configd [--cmdline FILE] [--sys DIR] [--proc DIR] [--run-dir DIR]
+usage: shoal-configd [--cmdline FILE] [--sys DIR] [--proc DIR] [--dev DIR] [--run-dir DIR]
                      [--state-dir DIR] [--netd-socket PATH] [--source-wait DURATION]
-defaults: /proc/cmdline, /sys, /proc, /run/shoal, /var/lib/shoal, /run/shoal/netd.sock, 30s
+defaults: /proc/cmdline, /sys, /proc, /dev, /run/shoal, /var/lib/shoal, /run/shoal/netd.sock,
+30s
 ";
 
 fn main() -> ExitCode {
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
             "--cmdline" => options.cmdline = value,
             "--sys" => options.sys = value,
             "--proc" => options.proc = value,
+            "--dev" => options.dev = value,
             "--run-dir" => options.run_dir = value,
             "--state-dir" => options.state_dir = value,
             "--netd-socket" => options.netd_socket = value,
