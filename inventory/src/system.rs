@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::platform::Platform;
-use crate::smbios::{self, Board, Chassis, Smbios};
+use crate::smbios::{self, Board, Chassis, Smbios, SystemIdentity};
 use crate::{Gaps, read};
 
 /// The EFI global variable vendor GUID.
@@ -50,20 +50,10 @@ pub struct Tpm {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct System {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vendor: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub product: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub serial: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uuid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sku: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub family: Option<String>,
+    /// Vendor, product, version, serial, UUID, SKU, family (SMBIOS type 1), at this level in
+    /// JSON.
+    #[serde(flatten)]
+    pub identity: SystemIdentity,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub board: Option<Board>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -244,13 +234,7 @@ pub fn read(
             device,
         });
     System {
-        vendor: identity.vendor,
-        product: identity.product,
-        version: identity.version,
-        serial: identity.serial,
-        uuid: identity.uuid,
-        sku: identity.sku,
-        family: identity.family,
+        identity,
         board: smbios.board.clone(),
         chassis: smbios.chassis.clone(),
         firmware: Firmware {

@@ -85,17 +85,18 @@ fn kvm_guest_on_epyc() {
 fn qemu_vm_with_chosen_hardware() {
     let inv = check_fixture("qemu-vm");
     let s = &inv.system;
+    let id = &s.identity;
     assert_eq!(s.smbios_version.as_deref(), Some("2.8"));
     assert_eq!(
         (
-            s.vendor.as_deref(),
-            s.product.as_deref(),
-            s.serial.as_deref()
+            id.vendor.as_deref(),
+            id.product.as_deref(),
+            id.serial.as_deref()
         ),
         (Some("Shoal Labs"), Some("Reef 9000"), Some("SYS-SN-1"))
     );
     assert_eq!(
-        s.uuid.as_deref(),
+        id.uuid.as_deref(),
         Some("9a1c2f50-6b7e-4d2a-8c11-0123456789ab")
     );
     assert_eq!(

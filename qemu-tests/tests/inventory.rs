@@ -182,20 +182,18 @@ fn the_inventory_says_exactly_what_qemu_emulates_and_follows_hotplugged_devices(
         })
         .ok_or_else(|| fail(&vm, "no lease".into()))?;
     let endpoint = format!("{address}:7443");
+    // shoalctl as the operator, connected to this node.
+    let ctl = |args: &[&str]| {
+        let connection = [
+            "--machine-config",
+            machine.as_str(),
+            "--endpoint",
+            endpoint.as_str(),
+        ];
+        shoalctl(&network, &[args, &connection[..]].concat())
+    };
     let fetch = || -> anyhow::Result<Value> {
-        let text = shoalctl(
-            &network,
-            &[
-                "inventory",
-                &node,
-                "--machine-config",
-                &machine,
-                "--endpoint",
-                &endpoint,
-                "-o",
-                "json",
-            ],
-        )?;
+        let text = ctl(&["inventory", &node, "-o", "json"])?;
         Ok(serde_json::from_str(&text)?)
     };
     // The node publishes about a second after it registers.
@@ -339,7 +337,7 @@ fn the_inventory_says_exactly_what_qemu_emulates_and_follows_hotplugged_devices(
     // The capture the VM wrote, replayed here, says the same about the hardware (link state and
     // names may differ: it was taken before netd brought the links up).
     let report = vm
-        .wait_for_test_report("capture", scaled(Duration::from_secs(30)))
+        .wait_for_test_report("capture", scaled(Duration::from_secs(150)))
         .map_err(|e| fail(&vm, e.to_string()))?;
     if report["ok"] != true {
         return Err(fail(&vm, format!("the capture failed: {report}")));
@@ -378,17 +376,7 @@ fn the_inventory_says_exactly_what_qemu_emulates_and_follows_hotplugged_devices(
     }
 
     // The human table and the node view say the same.
-    let table = shoalctl(
-        &network,
-        &[
-            "inventory",
-            &node,
-            "--machine-config",
-            &machine,
-            "--endpoint",
-            &endpoint,
-        ],
-    )?;
+    let table = ctl(&["inventory", &node])?;
     for needle in [
         "Reef 9000",
         "NVME-SN-1",
@@ -403,17 +391,7 @@ fn the_inventory_says_exactly_what_qemu_emulates_and_follows_hotplugged_devices(
             ));
         }
     }
-    let view = shoalctl(
-        &network,
-        &[
-            "node",
-            &node,
-            "--machine-config",
-            &machine,
-            "--endpoint",
-            &endpoint,
-        ],
-    )?;
+    let view = ctl(&["node", &node])?;
     if !view.contains("4 threads (2 sockets, 2 cores), 512 MiB, 3 disks, 2 NICs") {
         return Err(fail(
             &vm,

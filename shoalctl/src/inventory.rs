@@ -45,10 +45,10 @@ pub fn table(inv: &Inventory) -> String {
     let mut out = String::new();
     let s = &inv.system;
     let mut system = vec![
-        ("vendor", opt(&s.vendor)),
-        ("product", opt(&s.product)),
-        ("serial", opt(&s.serial)),
-        ("uuid", opt(&s.uuid)),
+        ("vendor", opt(&s.identity.vendor)),
+        ("product", opt(&s.identity.product)),
+        ("serial", opt(&s.identity.serial)),
+        ("uuid", opt(&s.identity.uuid)),
     ];
     if let Some(b) = &s.board {
         system.push((
