@@ -80,8 +80,15 @@ pub struct Recorded {
 impl Recorded {
     pub const FILE: &str = "platform.json";
 
-    /// Reads `root/platform.json`; a capture without one replays "bare metal, no ethtool".
+    /// Reads `root/platform.json`; a capture without one replays "bare metal, no ethtool". A
+    /// directory without `sys/` is no capture at all, and is refused.
     pub fn load(root: &Path) -> Result<Recorded, String> {
+        if !root.join("sys").is_dir() {
+            return Err(format!(
+                "{} is not a capture (no sys/ in it; make one with `shoal-inventory capture DIR`)",
+                root.display()
+            ));
+        }
         let path = root.join(Self::FILE);
         match std::fs::read(&path) {
             Ok(bytes) => {
@@ -229,6 +236,12 @@ mod tests {
     #[test]
     fn recorded_platforms_round_trip() {
         let dir = tempfile::tempdir().unwrap();
+        assert!(
+            Recorded::load(dir.path())
+                .unwrap_err()
+                .contains("is not a capture")
+        );
+        std::fs::create_dir(dir.path().join("sys")).unwrap();
         assert_eq!(Recorded::load(dir.path()), Ok(Recorded::default()));
         let recorded = Recorded {
             hypervisor_signature: Some("KVMKVMKVM".into()),
