@@ -288,7 +288,8 @@ fn root_stage() -> ! {
 
     // Listen before coldplug so no device that appears meanwhile is missed.
     let uevents = UeventSocket::open().unwrap_or_else(|e| fatal(e.to_string()));
-    let plug = coldplug(Stage::Root, &cmdline);
+    let mut plug = coldplug(Stage::Root, &cmdline);
+    mount_efivars(&mut plug);
 
     let sys_root = Path::new("/sys");
     let hw = identity::read_hardware_ids(sys_root);
@@ -336,6 +337,29 @@ fn root_stage() -> ! {
     pid1.start_supervisor();
     emit(Event::BootComplete);
     pid1.run()
+}
+
+/// On a UEFI boot, the EFI variables (Secure Boot state, and the boot loader's entries and
+/// counters) as efivarfs; a BIOS boot has none.
+fn mount_efivars(plug: &mut Coldplug<FinitLoader>) {
+    const EFIVARS: &str = "/sys/firmware/efi/efivars";
+    if !Path::new("/sys/firmware/efi").is_dir() {
+        return;
+    }
+    let mut outcome = Outcome::default();
+    plug.load_module("efivarfs", EFIVARS, &mut outcome);
+    let flags = nix::mount::MsFlags::MS_NOSUID
+        | nix::mount::MsFlags::MS_NODEV
+        | nix::mount::MsFlags::MS_NOEXEC;
+    if let Err(e) = nix::mount::mount(
+        Some("efivarfs"),
+        EFIVARS,
+        Some("efivarfs"),
+        flags,
+        None::<&str>,
+    ) {
+        tracing::error!("mounting efivarfs on {EFIVARS}: {e}");
+    }
 }
 
 /// Starts every executable in the boot task directory once, in name order, with the console as

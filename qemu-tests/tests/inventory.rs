@@ -111,19 +111,86 @@ fn find<'a>(list: &'a Value, key: &str, value: &str) -> Option<&'a Value> {
     list.as_array()?.iter().find(|v| v[key] == value)
 }
 
-#[test]
-fn the_inventory_says_exactly_what_qemu_emulates_and_follows_hotplugged_devices()
--> anyhow::Result<()> {
-    let image = test_image()?;
+/// A test network with DHCP, serving a one-node cluster's configuration at
+/// `http://10.77.0.1/cluster.toml`; the directory also holds it as `machine.toml` for shoalctl.
+fn one_node_lab() -> anyhow::Result<(Network, tempfile::TempDir)> {
     let mut network = Network::new()?;
     network.start_dnsmasq(network.dhcp_config())?;
     let www = tempfile::tempdir()?;
     let config = format!("[cluster]\nname = \"hw\"\nsecret = \"{SECRET}\"\nexpected_size = 1\n");
     std::fs::write(www.path().join("cluster.toml"), &config)?;
-    let machine = www.path().join("machine.toml");
-    std::fs::write(&machine, &config)?;
-    let machine = machine.display().to_string();
+    std::fs::write(www.path().join("machine.toml"), &config)?;
     network.serve_http(www.path())?;
+    Ok((network, www))
+}
+
+/// shoalctl from the host, connected to a VM's one-node cluster.
+struct Operator<'a> {
+    network: &'a Network,
+    machine: String,
+    endpoint: String,
+    /// The VM's node id, 16 hex digits.
+    node: String,
+}
+
+impl<'a> Operator<'a> {
+    /// Waits for `vm` to be a member, and connects to it.
+    fn of(vm: &Vm, network: &'a Network, www: &tempfile::TempDir) -> anyhow::Result<Self> {
+        let member = vm
+            .wait_for_event("cluster.member", boot_timeout())
+            .map_err(|e| fail(vm, e.to_string()))?;
+        let Event::ClusterMember { node, .. } = member.event else {
+            unreachable!()
+        };
+        let address = vm
+            .events()
+            .into_iter()
+            .find_map(|e| match e.record.event {
+                Event::DhcpBound { address, .. } => address.split('/').next().map(str::to_owned),
+                _ => None,
+            })
+            .ok_or_else(|| fail(vm, "no lease".into()))?;
+        Ok(Operator {
+            network,
+            machine: www.path().join("machine.toml").display().to_string(),
+            endpoint: format!("{address}:7443"),
+            node: format!("{node:016x}"),
+        })
+    }
+
+    fn ctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let connection = [
+            "--machine-config",
+            &self.machine,
+            "--endpoint",
+            &self.endpoint,
+        ];
+        shoalctl(self.network, &[args, &connection[..]].concat())
+    }
+
+    /// The node's inventory as the cluster holds it now.
+    fn inventory(&self) -> anyhow::Result<Value> {
+        let text = self.ctl(&["inventory", &self.node, "-o", "json"])?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// The inventory once the node has published it (about a second after it registers).
+    fn published(&self, vm: &Vm) -> anyhow::Result<Value> {
+        eventually(
+            "the published inventory",
+            scaled(Duration::from_secs(20)),
+            Duration::from_millis(500),
+            || self.inventory().map_err(|e| e.to_string()),
+        )
+        .map_err(|e| fail(vm, e))
+    }
+}
+
+#[test]
+fn the_inventory_says_exactly_what_qemu_emulates_and_follows_hotplugged_devices()
+-> anyhow::Result<()> {
+    let image = test_image()?;
+    let (network, www) = one_node_lab()?;
     let images = tempfile::tempdir()?;
     let mut args = hardware_args(images.path())?;
     let share = tempfile::tempdir()?;
@@ -166,45 +233,12 @@ fn the_inventory_says_exactly_what_qemu_emulates_and_follows_hotplugged_devices(
     if !gaps.is_empty() {
         println!("  not read: {gaps:?}");
     }
-    let member = vm
-        .wait_for_event("cluster.member", boot_timeout())
-        .map_err(|e| fail(&vm, e.to_string()))?;
-    let Event::ClusterMember { node, .. } = member.event else {
-        unreachable!()
-    };
-    let node = format!("{node:016x}");
-    let address = vm
-        .events()
-        .into_iter()
-        .find_map(|e| match e.record.event {
-            Event::DhcpBound { address, .. } => address.split('/').next().map(str::to_owned),
-            _ => None,
-        })
-        .ok_or_else(|| fail(&vm, "no lease".into()))?;
-    let endpoint = format!("{address}:7443");
-    // shoalctl as the operator, connected to this node.
-    let ctl = |args: &[&str]| {
-        let connection = [
-            "--machine-config",
-            machine.as_str(),
-            "--endpoint",
-            endpoint.as_str(),
-        ];
-        shoalctl(&network, &[args, &connection[..]].concat())
-    };
-    let fetch = || -> anyhow::Result<Value> {
-        let text = ctl(&["inventory", &node, "-o", "json"])?;
-        Ok(serde_json::from_str(&text)?)
-    };
-    // The node publishes about a second after it registers.
+    let operator = Operator::of(&vm, &network, &www)?;
+    let node = operator.node.clone();
+    let ctl = |args: &[&str]| operator.ctl(args);
+    let fetch = || operator.inventory();
     let poll = Duration::from_millis(500);
-    let inv = eventually(
-        "the published inventory",
-        scaled(Duration::from_secs(20)),
-        poll,
-        || fetch().map_err(|e| e.to_string()),
-    )
-    .map_err(|e| fail(&vm, e))?;
+    let inv = operator.published(&vm)?;
 
     let dimm = &inv["memory"]["dimms"][0];
     let mut checks = vec![
@@ -467,5 +501,41 @@ fn the_inventory_says_exactly_what_qemu_emulates_and_follows_hotplugged_devices(
     if found["driver"] != "e1000e" {
         return Err(fail(&vm, format!("hot-plugged NIC: {found}")));
     }
+    Ok(())
+}
+
+#[test]
+fn under_uefi_boot_mode_and_secure_boot_come_from_the_firmware() -> anyhow::Result<()> {
+    let image = test_image()?;
+    let (network, www) = one_node_lab()?;
+    // OVMF without enrolled keys: UEFI, Secure Boot off. The variable store is the VM's own.
+    let code = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+    let vars = www.path().join("OVMF_VARS.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)?;
+    let vm = start(&image, "inventory-uefi", |b| {
+        b.nic(&network, NicModel::VirtioNet)
+            .cmdline("shoal.config=http://10.77.0.1/cluster.toml")
+            .args([
+                "-drive".to_string(),
+                format!("if=pflash,format=raw,readonly=on,file={code}"),
+                "-drive".to_string(),
+                format!("if=pflash,format=raw,file={}", vars.display()),
+            ])
+    })?;
+    let operator = Operator::of(&vm, &network, &www)?;
+    let inv = operator.published(&vm)?;
+    expect_fields(
+        &inv,
+        &[
+            ("/system/firmware/boot_mode", json!("uefi")),
+            ("/system/firmware/secure_boot", json!(false)),
+            ("/labels/firmware.uefi", json!("true")),
+        ],
+    )
+    .map_err(|e| fail(&vm, format!("{e}\nfirmware: {}", inv["system"]["firmware"])))?;
+    if inv["gaps"].to_string().contains("secure boot") {
+        return Err(fail(&vm, format!("efivarfs was not read: {}", inv["gaps"])));
+    }
+    println!("UEFI: {}", inv["system"]["firmware"]);
     Ok(())
 }
