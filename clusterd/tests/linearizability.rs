@@ -161,18 +161,32 @@ fn linearizable(history: &[Op]) -> Result<(), String> {
         readers.entry(revision).or_default().push(i);
     }
     // Every revision up to the last needs a writer; unplaced unanswered writes may fill gaps.
+    // An unanswered compare-and-set can only have taken the revision after the one it
+    // expected; an unanswered write could have taken any, and the earliest called fits
+    // wherever a later one does, so each gap (deadlines only loosen as revisions grow) takes
+    // the compare-and-set made for it, else the earliest called write.
     let last = by_revision.keys().next_back().copied().unwrap_or(0);
     let placed: HashSet<usize> = by_revision.values().copied().collect();
-    let mut spare: Vec<usize> = (0..history.len())
+    let unplaced = (0..history.len())
         .filter(|i| !placed.contains(i))
-        .filter(|i| written(&history[*i].effect).is_some_and(|w| w.1.is_none()))
-        .collect();
-    spare.sort_by_key(|i| std::cmp::Reverse(history[*i].call));
+        .filter(|i| written(&history[*i].effect).is_some_and(|w| w.1.is_none()));
+    let mut spare_writes: Vec<usize> = Vec::new();
+    let mut spare_cas: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for i in unplaced {
+        match &history[i].effect {
+            Effect::Cas { expected, .. } => spare_cas.entry(expected + 1).or_default().push(i),
+            _ => spare_writes.push(i),
+        }
+    }
+    spare_writes.sort_by_key(|i| std::cmp::Reverse(history[*i].call));
     for r in 1..=last {
         if by_revision.contains_key(&r) {
             continue;
         }
-        match spare.pop() {
+        let cas = spare_cas
+            .get(&r)
+            .and_then(|c| c.iter().min_by_key(|i| history[**i].call));
+        match cas.copied().or_else(|| spare_writes.pop()) {
             Some(i) => {
                 by_revision.insert(r, i);
             }
@@ -276,6 +290,55 @@ fn the_checker_accepts_a_sequential_history_and_refuses_a_stale_read() {
         },
     ];
     assert!(linearizable(&cas_lie).is_err());
+    // A gap is filled by an unanswered write, not by an unanswered compare-and-set that
+    // expected another revision (called earlier or not).
+    let unanswered = |call, effect| Op {
+        call,
+        ret: None,
+        effect,
+    };
+    let gap = [
+        w("a", 1, 0, 10),
+        unanswered(
+            1,
+            Effect::Cas {
+                expected: 7,
+                value: "c".into(),
+                outcome: CasResult::Unknown,
+            },
+        ),
+        unanswered(
+            2,
+            Effect::Write {
+                value: "x".into(),
+                revision: None,
+            },
+        ),
+        w("b", 3, 20, 30),
+    ];
+    assert_eq!(linearizable(&gap), Ok(()));
+    // ...and an unanswered compare-and-set fills the gap after the revision it expected.
+    let cas_gap = [
+        w("a", 1, 0, 10),
+        unanswered(
+            11,
+            Effect::Cas {
+                expected: 1,
+                value: "c".into(),
+                outcome: CasResult::Unknown,
+            },
+        ),
+        unanswered(
+            1,
+            Effect::Write {
+                value: "x".into(),
+                revision: None,
+            },
+        ),
+        w("b", 3, 20, 30),
+        w("d", 4, 31, 40),
+    ];
+    assert_eq!(linearizable(&cas_gap), Ok(()));
     // Two acknowledgements of one revision; a revision nobody wrote; a value nobody wrote.
     assert!(linearizable(&[w("a", 1, 0, 10), w("b", 1, 11, 20)]).is_err());
     assert!(linearizable(&[w("a", 2, 0, 10)]).is_err());
