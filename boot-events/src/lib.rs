@@ -92,6 +92,29 @@ pub enum Event {
         fstype: String,
         ms: f64,
     },
+    /// A root slot on disk is opened through dm-verity: the partition, the device-mapper node
+    /// and the root hash every block is checked against.
+    #[serde(rename = "root.verity")]
+    RootVerity {
+        slot: String,
+        partition: String,
+        device: String,
+        root_hash: String,
+        ms: f64,
+    },
+    /// The STATE partition is mounted on /var. `grown_from` is its size in bytes before this
+    /// boot grew it to fill the disk (first boot on a disk larger than the image), else absent.
+    #[serde(rename = "state.mounted")]
+    StateMounted {
+        partition: String,
+        bytes: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grown_from: Option<u64>,
+        ms: f64,
+    },
+    /// The STATE partition could not be used: /var stays in memory for this boot.
+    #[serde(rename = "state.failed")]
+    StateFailed { partition: String, error: String },
     /// PID 1 is about to move onto the root filesystem and exec its init.
     #[serde(rename = "switch_root")]
     SwitchRoot { init: String },
@@ -257,6 +280,9 @@ impl Event {
             Event::MountsReady { .. } => "mounts.ready",
             Event::Coldplug { .. } => "coldplug.done",
             Event::RootMounted { .. } => "root.mounted",
+            Event::RootVerity { .. } => "root.verity",
+            Event::StateMounted { .. } => "state.mounted",
+            Event::StateFailed { .. } => "state.failed",
             Event::SwitchRoot { .. } => "switch_root",
             Event::MachineId { .. } => "machine_id",
             Event::Hostname { .. } => "hostname",

@@ -336,7 +336,7 @@ pub(crate) fn write_initramfs(
     output: &Path,
     work: &Path,
     content: &Content<'_>,
-    root_image: &Path,
+    root_image: Option<&Path>,
     compression: Compression,
 ) -> Result<InitramfsSize> {
     let epoch = u32::try_from(content.epoch).map_err(|_| {
@@ -346,7 +346,9 @@ pub(crate) fn write_initramfs(
         ))
     })?;
     let mut stored = CpioWriter::new(epoch);
-    stored.add_file_from(INITRAMFS_ROOT_IMAGE, 0o644, root_image)?;
+    if let Some(root_image) = root_image {
+        stored.add_file_from(INITRAMFS_ROOT_IMAGE, 0o644, root_image)?;
+    }
 
     let mut cpio = CpioWriter::new(epoch);
     cpio.add_file_from("/init", 0o755, content.binary(&content.profile.init)?)?;
@@ -372,7 +374,14 @@ pub(crate) fn write_initramfs(
         }
     }
 
-    let stored_size = write_cpio(&stored, output)?;
+    // Without a root image inside (the disk's initramfs), the compressed part is all of it.
+    let stored_size = match root_image {
+        Some(_) => write_cpio(&stored, output)?,
+        None => {
+            File::create(output).map_err(Error::io("create", output))?;
+            0
+        }
+    };
     let early = work.join("initramfs-early.cpio");
     let early_size = write_cpio(&cpio, &early)?;
     let compressed = work.join("initramfs-early.cpio.z");

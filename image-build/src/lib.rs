@@ -18,6 +18,7 @@ pub mod binaries;
 mod cmd;
 pub mod cpio;
 pub mod debian;
+pub mod disk;
 mod elf;
 mod error;
 mod glob;
@@ -27,6 +28,7 @@ mod manifest;
 pub mod modules;
 pub mod profile;
 mod progress;
+pub mod verity;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -56,6 +58,12 @@ pub mod artefacts {
     pub const ROOTFS: &str = "rootfs.erofs";
     /// The iPXE script.
     pub const BOOT_IPXE: &str = "boot.ipxe";
+    /// The A/B disk image (sparse), for flashing and for hypervisors that take raw disks.
+    pub const DISK_RAW: &str = "disk.raw";
+    /// The same disk, zstd-compressed, for downloading and flashing.
+    pub const DISK_RAW_ZST: &str = "disk.raw.zst";
+    /// The same disk as qcow2, for QEMU and IaaS clouds.
+    pub const DISK_QCOW2: &str = "disk.qcow2";
 }
 
 /// What to build and where. Only `profile` is required; see [`BuildOptions::new`].
@@ -306,7 +314,7 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
         &initramfs,
         &work,
         &content,
-        &rootfs_image,
+        Some(&rootfs_image),
         profile.initramfs_compression,
     )?;
     step.done(format!(
@@ -314,6 +322,65 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
         mib(size.written),
         mib(size.uncompressed)
     ));
+
+    // The A/B disk image.
+    let disk = match &profile.disk {
+        None => None,
+        Some(layout) => {
+            let mut step = progress.step("fetching systemd-boot");
+            let bootloader = debian::fetch_package_files(
+                &[profile::PackageFile {
+                    package: "systemd-boot-efi".into(),
+                    path: "/usr/lib/systemd/boot/efi/systemd-bootx64.efi".into(),
+                    origin: layout.origin.clone(),
+                }],
+                &cache_dir,
+                |m| step.set_message(m),
+            )?
+            .remove(0);
+            step.done(format!("{} {}", bootloader.package, bootloader.version));
+            let step = progress.step("writing the disk image (ESP, root slots, STATE)");
+            let disk_initramfs = work.join("initramfs-disk");
+            image::write_initramfs(
+                &disk_initramfs,
+                &work,
+                &content,
+                None,
+                profile.initramfs_compression,
+            )?;
+            let raw = staging.join(artefacts::DISK_RAW);
+            let info = disk::write(
+                &raw,
+                &disk::Inputs {
+                    layout,
+                    vmlinuz: &kernel.vmlinuz,
+                    initramfs: &disk_initramfs,
+                    rootfs: &rootfs_image,
+                    bootloader: &bootloader.source,
+                    bootloader_source: format!("{} {}", bootloader.package, bootloader.version),
+                    cmdline: &profile.cmdline,
+                    version: env!("CARGO_PKG_VERSION"),
+                    epoch,
+                    seed: &format!("{}\0{}\0{}\0{}", profile.name, kernel.release, epoch, uuid),
+                    work: &work,
+                },
+            )?;
+            disk::qcow2(&raw, &staging.join(artefacts::DISK_QCOW2))?;
+            cmd::run(
+                std::process::Command::new("zstd")
+                    .args(["-q", "-T1", "-9", "-f"])
+                    .arg(&raw)
+                    .arg("-o")
+                    .arg(staging.join(artefacts::DISK_RAW_ZST)),
+            )?;
+            step.done(format!(
+                "{} virtual, slot A root hash {}",
+                mib(info.bytes),
+                &info.root_hash[..16]
+            ));
+            Some(info)
+        }
+    };
 
     // Kernel, iPXE script, manifest.
     let step = progress.step("writing vmlinuz, boot.ipxe and manifest.json");
@@ -363,6 +430,7 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
                 sha256: f.sha256.clone(),
             })
             .collect(),
+        disk,
         artefacts: artefact_infos(&staging)?,
     };
     let manifest_path = staging.join(MANIFEST_FILE);

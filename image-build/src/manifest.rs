@@ -34,6 +34,9 @@ pub struct Manifest {
     /// manifests written before there were any.
     #[serde(default)]
     pub package_files: Vec<PackageFileInfo>,
+    /// The A/B disk image, when the profile has a `[disk]` table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::disk::DiskInfo>,
     /// The artefacts in the output directory (everything but the manifest), sorted by name.
     pub artefacts: Vec<Artefact>,
 }
@@ -184,6 +187,21 @@ mod tests {
                 size: 5,
                 sha256: "e0".into(),
             }],
+            disk: Some(crate::disk::DiskInfo {
+                bytes: 3 << 20,
+                disk_guid: "g".into(),
+                partitions: vec![crate::disk::PartitionInfo {
+                    name: "shoal-state".into(),
+                    type_guid: "t".into(),
+                    uuid: "u".into(),
+                    offset: 1 << 20,
+                    size: 1 << 20,
+                }],
+                root_hash: "ab".into(),
+                hash_offset: 4096,
+                entry: "title x\n".into(),
+                bootloader: "systemd-boot-efi 1".into(),
+            }),
             artefacts: vec![Artefact {
                 name: "vmlinuz".into(),
                 size: 3,
@@ -229,6 +247,7 @@ mod tests {
                 modules: ModuleCounts { early: 0, full: 0 },
                 binaries: vec![],
                 package_files: vec![],
+                disk: None,
                 artefacts: vec![],
             }
             .to_json(),

@@ -40,6 +40,7 @@ struct RawProfile {
     package_files: Vec<RawPackageFile>,
     rootfs: Option<RawRootfs>,
     initramfs: Option<RawInitramfs>,
+    disk: Option<RawDisk>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +108,14 @@ struct RawRootfs {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawDisk {
+    esp_mib: u64,
+    root_mib: u64,
+    state_mib: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawInitramfs {
     compression: String,
     level: Option<u8>,
@@ -159,6 +168,7 @@ struct Merged {
     package_files: Vec<Src<RawPackageFile>>,
     rootfs: Option<Src<RawRootfs>>,
     initramfs: Option<Src<RawInitramfs>>,
+    disk: Option<Src<RawDisk>>,
 }
 
 impl Merged {
@@ -218,6 +228,7 @@ impl Merged {
             .extend(package_files.map(|(i, v)| src(v, file, &format!("package_file[{i}]"))));
         set(&mut self.rootfs, raw.rootfs, file, "rootfs");
         set(&mut self.initramfs, raw.initramfs, file, "initramfs");
+        set(&mut self.disk, raw.disk, file, "disk");
     }
 }
 
@@ -404,6 +415,19 @@ pub struct Profile {
     pub rootfs_pcluster_size: Option<u32>,
     /// Initramfs compression.
     pub initramfs_compression: Compression,
+    /// The A/B disk image (`disk.raw`, `disk.qcow2`), when the profile has a `[disk]` table.
+    pub disk: Option<DiskLayout>,
+}
+
+/// Partition sizes of the A/B disk image, in MiB. STATE is grown to fill the disk at first boot;
+/// each root slot must hold a root image and its dm-verity hash tree, now and after updates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskLayout {
+    pub esp_mib: u64,
+    pub root_mib: u64,
+    pub state_mib: u64,
+    /// Where `[disk]` was set, for errors found while building it.
+    pub origin: Origin,
 }
 
 /// Default mode of a `[[file]]`.
@@ -761,6 +785,30 @@ impl Profile {
             Compression::new(&initramfs.value.compression, initramfs.value.level)
                 .map_err(|reason| initramfs.origin.error("compression", reason))?;
 
+        let disk = match m.disk {
+            None => None,
+            Some(d) => {
+                for (field, value, range) in [
+                    ("esp_mib", d.value.esp_mib, 40..=1024),
+                    ("root_mib", d.value.root_mib, 16..=16384),
+                    ("state_mib", d.value.state_mib, 16..=65536),
+                ] {
+                    if !range.contains(&value) {
+                        return Err(d.origin.error(
+                            field,
+                            format!("{value} MiB: use {} to {} MiB", range.start(), range.end()),
+                        ));
+                    }
+                }
+                Some(DiskLayout {
+                    esp_mib: d.value.esp_mib,
+                    root_mib: d.value.root_mib,
+                    state_mib: d.value.state_mib,
+                    origin: d.origin,
+                })
+            }
+        };
+
         Ok(Profile {
             name: name.value,
             description,
@@ -778,6 +826,7 @@ impl Profile {
             rootfs_compression,
             rootfs_pcluster_size,
             initramfs_compression,
+            disk,
         })
     }
 

@@ -18,9 +18,10 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 use shoal_boot_events::{Event, PowerAction, Stage};
 
-use crate::cmdline::{self, Cmdline};
+use crate::cmdline::{self, Cmdline, Slot};
 use crate::coldplug::{Coldplug, Device, Modules, Outcome, loaded_modules, scan_devices};
 use crate::console::{self, emit};
+use crate::disk;
 use crate::identity;
 use crate::input;
 use crate::inventory::{self, Refresh};
@@ -29,6 +30,7 @@ use crate::mounts;
 use crate::power::{self, fatal};
 use crate::sys::{self, FinitLoader, UeventSocket};
 use crate::uevent;
+use crate::verity;
 
 const SYSROOT: &str = "/sysroot";
 const ROOT_INIT: &str = "/sbin/init";
@@ -145,12 +147,15 @@ fn initramfs_stage() -> ! {
     // A root image inside the initramfs needs no device drivers, only loop and its filesystem:
     // leave coldplug to the root stage, which has every module. A root on a disk needs the
     // storage drivers first.
-    let mut plug = if cmdline.root.starts_with("/dev") {
+    let mut plug = if cmdline.root.starts_with("/dev") || cmdline.slot.is_some() {
         coldplug(Stage::Initramfs, &cmdline)
     } else {
         open_modules(&cmdline)
     };
-    mount_root(&cmdline, &mut plug);
+    match cmdline.slot {
+        Some(slot) => mount_slot(&cmdline, slot, &mut plug),
+        None => mount_root(&cmdline, &mut plug),
+    }
     switch_root()
 }
 
@@ -195,12 +200,23 @@ fn mount_root(cmdline: &Cmdline, plug: &mut Coldplug<FinitLoader>) {
     for failed in &outcome.failed {
         tracing::warn!(module = %failed.module, error = %failed.error, "module for the root failed to load");
     }
+    mount_sysroot(&device, &root.display().to_string(), fstype, start);
+}
+
+/// Mounts `device` read-only on /sysroot and checks that it holds an init; `source` names the
+/// root in messages.
+fn mount_sysroot(device: &Path, source: &str, fstype: &str, start: Instant) {
     let _ = fs::create_dir_all(SYSROOT);
     let flags = nix::mount::MsFlags::MS_RDONLY | nix::mount::MsFlags::MS_NODEV;
-    if let Err(e) = nix::mount::mount(Some(&device), SYSROOT, Some(fstype), flags, None::<&str>) {
+    if let Err(e) = nix::mount::mount(Some(device), SYSROOT, Some(fstype), flags, None::<&str>) {
+        let verity = device.to_string_lossy().starts_with("/dev/dm-");
+        let why = if e == nix::errno::Errno::EIO && verity {
+            "a block failed dm-verity verification: the slot is tampered with or corrupt".into()
+        } else {
+            format!("corrupt or not a {fstype} image?")
+        };
         fatal(format!(
-            "root {} ({}) cannot be mounted as {fstype}: {} (corrupt or not a {fstype} image?)",
-            root.display(),
+            "root {source} ({}) cannot be mounted as {fstype}: {} ({why})",
             device.display(),
             e.desc()
         ));
@@ -210,15 +226,232 @@ fn mount_root(cmdline: &Cmdline, plug: &mut Coldplug<FinitLoader>) {
         fs::metadata(&init).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if !executable {
         fatal(format!(
-            "root {} has no executable {ROOT_INIT}",
-            root.display()
+            "root {source} has no executable {ROOT_INIT} (or it could not be read)"
         ));
     }
     emit(Event::RootMounted {
-        source: root.display().to_string(),
+        source: source.into(),
         fstype: fstype.into(),
         ms: crate::console::ms_since(start),
     });
+}
+
+/// Mounts root slot `slot` from disk through dm-verity: the partition named after the slot, its
+/// verity superblock at `shoal.hashoffset=`, checked against `shoal.roothash=`. Every failure is
+/// fatal, with a message naming what was wrong; the boot counter then moves the bootloader on.
+fn mount_slot(cmdline: &Cmdline, slot: Slot, plug: &mut Coldplug<FinitLoader>) {
+    let start = Instant::now();
+    let fstype = cmdline.root_fstype.as_str();
+    let (Some(root_hash), Some(hash_offset)) = (&cmdline.root_hash, cmdline.hash_offset) else {
+        fatal(format!(
+            "shoal.slot={} needs shoal.roothash= and shoal.hashoffset=: a root slot is only mounted through dm-verity",
+            slot.as_str()
+        ))
+    };
+    let mut outcome = Outcome::default();
+    for module in ["dm_mod", "dm_verity", fstype] {
+        plug.load_module(module, "", &mut outcome);
+    }
+    for failed in &outcome.failed {
+        tracing::warn!(module = %failed.module, error = %failed.error, "module for the root failed to load");
+    }
+    let name = slot.partition_name();
+    let sys_root = Path::new("/sys");
+    // The disk may still be probing: wait for the partition to show up, then insist on one.
+    sys::wait_for(cmdline.root_wait, || {
+        (!disk::find_partitions(sys_root, &name).is_empty()).then_some(())
+    });
+    let part = disk::find_one(sys_root, &name, None).unwrap_or_else(|e| {
+        fatal(format!(
+            "root slot {}: {e} after {:.1} s (shoal.rootwait=)",
+            slot.as_str(),
+            cmdline.root_wait.as_secs_f64()
+        ))
+    });
+    let node = PathBuf::from("/dev").join(&part.name);
+    let fail = |what: String| -> ! {
+        fatal(format!(
+            "root slot {} ({}): {what}",
+            slot.as_str(),
+            node.display()
+        ))
+    };
+    let size = part.sectors * 512;
+    if hash_offset >= size {
+        fail(format!(
+            "shoal.hashoffset={hash_offset} is past the partition's end ({size} bytes)"
+        ));
+    }
+    let superblock = sys::wait_for(Duration::from_secs(2), || fs::File::open(&node).ok())
+        .ok_or_else(|| format!("{} did not appear", node.display()))
+        .and_then(|f| {
+            use std::os::unix::fs::FileExt;
+            let mut b = vec![0u8; verity::SUPERBLOCK_SIZE];
+            f.read_exact_at(&mut b, hash_offset)
+                .map_err(|e| format!("reading the verity superblock: {e}"))?;
+            verity::Superblock::parse(&b).map_err(|e| e.to_string())
+        })
+        .unwrap_or_else(|e| fail(e));
+    let data_bytes = superblock.data_sectors() * 512;
+    if data_bytes > hash_offset {
+        fail(format!(
+            "the verity superblock covers {data_bytes} bytes of data, more than the {hash_offset} before the hash area"
+        ));
+    }
+    let params = superblock.table_params(&part.dev, hash_offset, root_hash);
+    let device = sys::dm_create("shoal-root", "verity", superblock.data_sectors(), &params)
+        .unwrap_or_else(|e| fail(e.to_string()));
+    emit(Event::RootVerity {
+        slot: slot.as_str().into(),
+        partition: part.name.clone(),
+        device: device.display().to_string(),
+        root_hash: root_hash.clone(),
+        ms: crate::console::ms_since(start),
+    });
+    mount_sysroot(
+        &device,
+        &format!("slot {} ({})", slot.as_str(), part.name),
+        fstype,
+        start,
+    );
+}
+
+/// Mounts the STATE partition of the boot disk on /var, first growing it (partition table,
+/// then filesystem) to fill the disk. Without a usable STATE the node still boots, with /var in
+/// memory, and says why: it then behaves like a diskless node.
+fn mount_state(slot: Slot, plug: &mut Coldplug<FinitLoader>) {
+    let start = Instant::now();
+    let sys_root = Path::new("/sys");
+    let mut outcome = Outcome::default();
+    plug.load_module("ext4", "", &mut outcome);
+    let part = match disk::find_one(sys_root, &slot.partition_name(), None)
+        .and_then(|root| disk::find_one(sys_root, disk::STATE_NAME, Some(&root.disk)))
+    {
+        Ok(part) => part,
+        Err(error) => {
+            emit(Event::StateFailed {
+                partition: disk::STATE_NAME.into(),
+                error,
+            });
+            return;
+        }
+    };
+    let failed = |error: String| {
+        emit(Event::StateFailed {
+            partition: part.name.clone(),
+            error,
+        })
+    };
+    // Growing is best effort: a table that cannot grow still mounts at its size.
+    let grown_from = match grow_state_partition(sys_root, &part) {
+        Ok(grown) => grown,
+        Err(e) => {
+            tracing::warn!(partition = %part.name, "STATE not grown: {e}");
+            None
+        }
+    };
+    let device = PathBuf::from("/dev").join(&part.name);
+    let bytes = disk::find_one(sys_root, disk::STATE_NAME, Some(&part.disk))
+        .map(|p| p.sectors * 512)
+        .unwrap_or(part.sectors * 512);
+    let flags = nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV;
+    if let Err(e) = nix::mount::mount(Some(&device), "/var", Some("ext4"), flags, None::<&str>) {
+        failed(format!(
+            "mounting {} on /var as ext4: {}",
+            device.display(),
+            e.desc()
+        ));
+        return;
+    }
+    if let Err(e) = grow_state_filesystem(&device, bytes) {
+        tracing::warn!(partition = %part.name, "STATE filesystem not grown: {e}");
+    }
+    for (dir, mode) in [("/var/lib/shoal", 0o700), ("/var/log", 0o755)] {
+        if let Err(e) = fs::create_dir_all(dir)
+            .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(mode)))
+        {
+            tracing::warn!("{dir}: {e}");
+        }
+    }
+    emit(Event::StateMounted {
+        partition: part.name.clone(),
+        bytes,
+        grown_from,
+        ms: crate::console::ms_since(start),
+    });
+}
+
+/// Extends the STATE partition to the end of its disk when it is the last partition and the
+/// disk is larger than the table says (an image written to a bigger disk). The backup table is
+/// written at the disk's end first and the primary last, each synced, so a power cut leaves
+/// either the old layout or the new one. Returns the size before, when it grew.
+fn grow_state_partition(sys_root: &Path, part: &disk::PartitionDev) -> Result<Option<u64>, String> {
+    use std::os::unix::fs::FileExt;
+    let sectors = disk::disk_sectors(sys_root, &part.disk)
+        .ok_or_else(|| format!("size of {} unknown", part.disk))?;
+    let node = PathBuf::from("/dev").join(&part.disk);
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&node)
+        .map_err(|e| format!("{}: {e}", node.display()))?;
+    let mut head = vec![0u8; 34 * 512];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| format!("reading the partition table of {}: {e}", node.display()))?;
+    let table = shoal_gpt::Table::parse(&head, sectors).map_err(|e| e.to_string())?;
+    let last = table
+        .partitions
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, p)| p.first_lba)
+        .ok_or("no partitions")?;
+    if last.0 as u32 + 1 != part.number || last.1.name != disk::STATE_NAME {
+        return Ok(None); // STATE is not last: nothing to grow into
+    }
+    // A table whose last partition already fills the disk may still have its backup copy at
+    // the image's old end (a power cut right after the partition grew): rewrite it then too.
+    if !table.can_grow_last() && table.backup_at_end() {
+        return Ok(None);
+    }
+    let before = last.1.size_bytes();
+    let grown = table.grow_last(sectors).map_err(|e| e.to_string())?;
+    let mut writes = grown.to_writes();
+    // Primary (MBR, header, entries: the writes at the start) last.
+    writes.sort_by_key(|(offset, _)| std::cmp::Reverse(*offset));
+    let mut synced_backup = false;
+    for (offset, bytes) in writes {
+        if offset < 34 * 512 && !synced_backup {
+            file.sync_all()
+                .map_err(|e| format!("syncing {}: {e}", node.display()))?;
+            synced_backup = true;
+        }
+        file.write_all_at(&bytes, offset)
+            .map_err(|e| format!("writing the partition table at {offset}: {e}"))?;
+    }
+    file.sync_all()
+        .map_err(|e| format!("syncing {}: {e}", node.display()))?;
+    let p = &grown.partitions[last.0];
+    if p.size_bytes() == before {
+        return Ok(None);
+    }
+    sys::resize_partition(&file, part.number, p.offset_bytes(), p.size_bytes())
+        .map_err(|e| e.to_string())?;
+    Ok(Some(before))
+}
+
+/// Grows the ext4 filesystem mounted on /var from `device` to fill its `partition_bytes`,
+/// whenever it is smaller (also after a power cut between growing the partition and this).
+fn grow_state_filesystem(device: &Path, partition_bytes: u64) -> Result<(), String> {
+    use std::os::unix::fs::FileExt;
+    let mut sb = vec![0u8; disk::EXT4_SUPERBLOCK_LEN];
+    fs::File::open(device)
+        .and_then(|f| f.read_exact_at(&mut sb, disk::EXT4_SUPERBLOCK_OFFSET))
+        .map_err(|e| format!("reading the ext4 superblock of {}: {e}", device.display()))?;
+    let (blocks, block_size) = disk::ext4_size(&sb).ok_or("not an ext4 superblock")?;
+    if let Some(target) = disk::ext4_grow_target(blocks, block_size, partition_bytes) {
+        sys::ext4_grow(Path::new("/var"), target).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// switch_root: move the API filesystems into the new root, free the initramfs, make the new
@@ -290,6 +523,9 @@ fn root_stage() -> ! {
     let uevents = UeventSocket::open().unwrap_or_else(|e| fatal(e.to_string()));
     let mut plug = coldplug(Stage::Root, &cmdline);
     mount_efivars(&mut plug);
+    if let Some(slot) = cmdline.slot {
+        mount_state(slot, &mut plug);
+    }
 
     let sys_root = Path::new("/sys");
     let hw = identity::read_hardware_ids(sys_root);

@@ -63,12 +63,40 @@ impl RootFsType {
     }
 }
 
+/// A root slot of an A/B disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    A,
+    B,
+}
+
+impl Slot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::A => "a",
+            Slot::B => "b",
+        }
+    }
+
+    /// The GPT partition name of the slot's root.
+    pub fn partition_name(self) -> String {
+        format!("shoal-root-{}", self.as_str())
+    }
+}
+
 /// Everything PID 1 takes from the kernel command line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cmdline {
     pub root: PathBuf,
     pub root_fstype: RootFsType,
     pub root_wait: Duration,
+    /// `shoal.slot=a|b`: boot the root slot of that name from disk (partition `shoal-root-a`
+    /// or `shoal-root-b`) through dm-verity; `shoal.root=` is then not used.
+    pub slot: Option<Slot>,
+    /// `shoal.roothash=`: the slot's dm-verity root hash (hex).
+    pub root_hash: Option<String>,
+    /// `shoal.hashoffset=`: where the slot's hash area starts, in bytes.
+    pub hash_offset: Option<u64>,
     pub hostname: Option<String>,
     pub reboot_delay: Duration,
     pub log_level: LogLevel,
@@ -86,6 +114,9 @@ impl Default for Cmdline {
             root: PathBuf::from(DEFAULT_ROOT),
             root_fstype: RootFsType::Erofs,
             root_wait: Duration::from_secs(10),
+            slot: None,
+            root_hash: None,
+            hash_offset: None,
             hostname: None,
             reboot_delay: Duration::from_secs(10),
             log_level: LogLevel::Info,
@@ -184,6 +215,19 @@ fn apply_shoal_key(cmdline: &mut Cmdline, key: &str, value: Option<&str>) {
             Some(d) => cmdline.reboot_delay = d,
             None => bad("must be a number of seconds".into()),
         },
+        "slot" => match value {
+            "a" => cmdline.slot = Some(Slot::A),
+            "b" => cmdline.slot = Some(Slot::B),
+            _ => bad("must be a or b".into()),
+        },
+        "roothash" => match crate::verity::check_root_hash(value) {
+            Ok(()) => cmdline.root_hash = Some(value.to_ascii_lowercase()),
+            Err(e) => bad(e.to_string()),
+        },
+        "hashoffset" => match value.parse::<u64>() {
+            Ok(n) if n > 0 && n.is_multiple_of(4096) => cmdline.hash_offset = Some(n),
+            _ => bad("must be a positive number of bytes, a multiple of 4096".into()),
+        },
         "hostname" => match validate_hostname(value) {
             Ok(()) => cmdline.hostname = Some(value.to_string()),
             Err(reason) => bad(reason),
@@ -199,7 +243,15 @@ fn apply_shoal_key(cmdline: &mut Cmdline, key: &str, value: Option<&str>) {
 fn known_key(key: &str) -> bool {
     matches!(
         key,
-        "root" | "rootfstype" | "rootwait" | "reboot_delay" | "hostname" | "log"
+        "root"
+            | "rootfstype"
+            | "rootwait"
+            | "slot"
+            | "roothash"
+            | "hashoffset"
+            | "reboot_delay"
+            | "hostname"
+            | "log"
     )
 }
 
@@ -253,6 +305,32 @@ mod tests {
         assert_eq!(c.reboot_delay, Duration::from_secs(1));
         assert_eq!(c.log_level, LogLevel::Debug);
         assert!(c.unknown_keys.is_empty() && c.errors.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn reads_a_root_slot_with_its_verity_settings() {
+        let hash = "AB".repeat(32);
+        let c = parse(&format!(
+            "shoal.slot=b shoal.roothash={hash} shoal.hashoffset=23068672"
+        ));
+        assert_eq!(c.slot, Some(Slot::B));
+        assert_eq!(c.slot.unwrap().partition_name(), "shoal-root-b");
+        assert_eq!(c.root_hash, Some("ab".repeat(32)));
+        assert_eq!(c.hash_offset, Some(23_068_672));
+        assert!(c.errors.is_empty(), "{c:?}");
+        let bad = parse("shoal.slot=c shoal.roothash=xyz shoal.hashoffset=1000");
+        assert_eq!(
+            (bad.slot, &bad.root_hash, bad.hash_offset),
+            (None, &None, None)
+        );
+        assert_eq!(bad.errors.len(), 3, "{:?}", bad.errors);
+        assert!(bad.errors[0].contains("must be a or b"), "{:?}", bad.errors);
+        assert!(bad.errors[1].contains("hex digits"), "{:?}", bad.errors);
+        assert!(
+            bad.errors[2].contains("multiple of 4096"),
+            "{:?}",
+            bad.errors
+        );
     }
 
     #[test]

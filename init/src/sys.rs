@@ -342,3 +342,132 @@ pub fn move_mount(from: &str, to: &Path) -> io::Result<()> {
         .map_err(nix_io)
         .map_err(context(format_args!("moving {from} to {}", to.display())))
 }
+
+/// One device-mapper ioctl on `control` with the buffer `buf` (a `struct dm_ioctl` and its
+/// data), which the kernel may overwrite with its answer.
+fn dm_ioctl(control: &File, request: u64, buf: &mut [u8], what: &str) -> io::Result<()> {
+    // SAFETY: `buf` starts with a `struct dm_ioctl` whose `data_size` is `buf.len()`, so the
+    // kernel reads and writes only inside it; it stays borrowed for the whole call.
+    let rc = unsafe { libc::ioctl(control.as_raw_fd(), request as _, buf.as_mut_ptr()) };
+    if rc < 0 {
+        return Err(context(what)(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Creates the read-only device-mapper device `name` with one `target` of `sectors` and
+/// `params`, activates it and returns its node (`/dev/dm-N`). On failure nothing is left behind.
+pub fn dm_create(name: &str, target: &str, sectors: u64, params: &str) -> io::Result<PathBuf> {
+    use crate::verity;
+    let control = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/mapper/control")
+        .map_err(context("/dev/mapper/control (is dm_mod loaded?)"))?;
+    dm_ioctl(
+        &control,
+        verity::DM_DEV_CREATE,
+        &mut verity::dm_simple(name, 0),
+        &format!("creating device-mapper device {name}"),
+    )?;
+    let activate = || -> io::Result<PathBuf> {
+        let mut load =
+            verity::dm_table_load(name, target, sectors, params, verity::DM_READONLY_FLAG);
+        dm_ioctl(
+            &control,
+            verity::DM_TABLE_LOAD,
+            &mut load,
+            &format!("loading the {target} table ({params})"),
+        )?;
+        let mut resume = verity::dm_simple(name, 0);
+        dm_ioctl(
+            &control,
+            verity::DM_DEV_SUSPEND,
+            &mut resume,
+            &format!("activating {name}"),
+        )?;
+        let (_, minor) = verity::dm_answer_dev(&resume)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let node = PathBuf::from(format!("/dev/dm-{minor}"));
+        wait_for(Duration::from_secs(2), || node.exists().then_some(())).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} did not appear", node.display()),
+            )
+        })?;
+        Ok(node)
+    };
+    activate().inspect_err(|_| {
+        let _ = dm_ioctl(
+            &control,
+            verity::DM_DEV_REMOVE,
+            &mut verity::dm_simple(name, 0),
+            "removing",
+        );
+    })
+}
+
+/// `struct blkpg_partition`.
+#[repr(C)]
+struct BlkpgPartition {
+    start: libc::c_longlong,
+    length: libc::c_longlong,
+    pno: libc::c_int,
+    devname: [u8; 64],
+    volname: [u8; 64],
+}
+
+/// `struct blkpg_ioctl_arg`.
+#[repr(C)]
+struct BlkpgIoctlArg {
+    op: libc::c_int,
+    flags: libc::c_int,
+    datalen: libc::c_int,
+    data: *mut libc::c_void,
+}
+
+const BLKPG: libc::c_ulong = 0x1269;
+const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
+
+/// Tells the kernel that partition `number` of the open whole `disk` now spans `start..+length`
+/// bytes (the start is unchanged), without re-reading the table while partitions are in use.
+pub fn resize_partition(disk: &File, number: u32, start: u64, length: u64) -> io::Result<()> {
+    let mut part = BlkpgPartition {
+        start: start as libc::c_longlong,
+        length: length as libc::c_longlong,
+        pno: number as libc::c_int,
+        devname: [0; 64],
+        volname: [0; 64],
+    };
+    let arg = BlkpgIoctlArg {
+        op: BLKPG_RESIZE_PARTITION,
+        flags: 0,
+        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
+        data: (&mut part as *mut BlkpgPartition).cast(),
+    };
+    // SAFETY: `arg` points at `part`, both fully initialised and alive for the call; the kernel
+    // only reads them.
+    if unsafe { libc::ioctl(disk.as_raw_fd(), BLKPG as _, &arg) } < 0 {
+        return Err(context(format_args!("resizing partition {number}"))(
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// `_IOW('f', 16, __u64)`.
+const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
+
+/// Grows the mounted ext4 filesystem at `mountpoint` to `blocks` of its block size, online.
+pub fn ext4_grow(mountpoint: &Path, blocks: u64) -> io::Result<()> {
+    let dir = File::open(mountpoint).map_err(context(mountpoint.display()))?;
+    // SAFETY: EXT4_IOC_RESIZE_FS reads one u64 that lives for the call.
+    if unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_RESIZE_FS as _, &blocks) } < 0 {
+        return Err(context(format_args!(
+            "growing the filesystem on {} to {blocks} blocks",
+            mountpoint.display()
+        ))(io::Error::last_os_error()));
+    }
+    Ok(())
+}

@@ -71,6 +71,16 @@ impl Image {
         self.dir.join("rootfs.erofs")
     }
 
+    /// The A/B disk image as qcow2 (profiles with a `[disk]` table).
+    pub fn disk_qcow2(&self) -> PathBuf {
+        self.dir.join("disk.qcow2")
+    }
+
+    /// The same disk, raw and sparse.
+    pub fn disk_raw(&self) -> PathBuf {
+        self.dir.join("disk.raw")
+    }
+
     pub fn boot_ipxe(&self) -> PathBuf {
         self.dir.join("boot.ipxe")
     }

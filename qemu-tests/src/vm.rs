@@ -34,6 +34,9 @@ const FAILURE_TAIL_LINES: usize = 80;
 const ERROR_TAIL_LINES: usize = 25;
 /// Environment variable: the `-cpu` model for VMs that do not set one (QEMU's default otherwise).
 pub const CPU_ENV: &str = "SHOAL_QEMU_CPU";
+/// OVMF's firmware code (read-only) and the variable store each UEFI VM gets a copy of.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 static NEXT_MAC: AtomicU32 = AtomicU32::new(1);
@@ -76,6 +79,14 @@ pub struct Disk {
 }
 
 impl Disk {
+    /// A qcow2 image as a virtio block device.
+    pub fn virtio_qcow2(path: impl Into<PathBuf>) -> Disk {
+        Disk {
+            format: "qcow2".into(),
+            ..Disk::virtio(path)
+        }
+    }
+
     /// A raw image as a virtio block device (`/dev/vda` for the first one).
     pub fn virtio(path: impl Into<PathBuf>) -> Disk {
         Disk {
@@ -111,6 +122,8 @@ pub struct VmBuilder {
     disks: Vec<Disk>,
     nics: Vec<NicSpec>,
     pxe: bool,
+    uefi: bool,
+    firmware_boot: bool,
     args: Vec<String>,
     accel: Option<Accel>,
     stage_errors: Vec<String>,
@@ -130,6 +143,8 @@ impl VmBuilder {
             disks: Vec::new(),
             nics: Vec::new(),
             pxe: false,
+            uefi: false,
+            firmware_boot: false,
             args: Vec::new(),
             accel: None,
             stage_errors: Vec::new(),
@@ -237,6 +252,19 @@ impl VmBuilder {
     }
 
     /// Raw QEMU arguments, passed through as they are.
+    /// UEFI firmware (OVMF) instead of SeaBIOS, with a variable store of the VM's own.
+    pub fn uefi(mut self) -> Self {
+        self.uefi = true;
+        self
+    }
+
+    /// The firmware boots from the VM's disks (no `-kernel`): the disk image's own bootloader,
+    /// kernel and command line.
+    pub fn firmware_boot(mut self) -> Self {
+        self.firmware_boot = true;
+        self
+    }
+
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
         self
@@ -313,6 +341,12 @@ impl VmBuilder {
                     dir.join("sercon-port").display()
                 ),
             ]);
+        } else if self.firmware_boot {
+            if !self.cmdline.is_empty() || self.kernel.is_some() {
+                return Err(self.config_error(
+                    "a firmware boot takes its kernel and command line from the disk",
+                ));
+            }
         } else {
             let kernel = self
                 .kernel
@@ -328,6 +362,18 @@ impl VmBuilder {
             }
             cmdline.extend(self.cmdline.iter().map(String::as_str));
             args.extend(["-append".into(), cmdline.join(" ")]);
+        }
+        if self.uefi {
+            let vars = dir.join("OVMF_VARS.fd");
+            std::fs::copy(OVMF_VARS, &vars).map_err(|e| {
+                self.config_error(format!("copying {OVMF_VARS}: {e} (package ovmf)"))
+            })?;
+            args.extend([
+                "-drive".into(),
+                format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+                "-drive".into(),
+                format!("if=pflash,format=raw,file={}", vars.display()),
+            ]);
         }
         for (i, disk) in self.disks.iter().enumerate() {
             let mut drive = format!(

@@ -1,0 +1,263 @@
+//! The A/B disk image under UEFI: OVMF runs systemd-boot from the ESP, which boots slot A's
+//! kernel with the root hash on its command line; PID 1 opens the slot through dm-verity, grows
+//! STATE to fill the disk and mounts it on /var, so the node keeps its identity across reboots.
+//! A flipped byte in the slot stops the boot with a message naming dm-verity.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+
+use shoal_qemu_tests::events::Event;
+use shoal_qemu_tests::testing::{boot_timeout, step_timeout, test_image};
+use shoal_qemu_tests::vm::Disk;
+use shoal_qemu_tests::{Image, Network, NicModel, Vm};
+
+const SECRET: &str = "c2hvYWwtdGVzdC1zZWNyZXQtdGhhdC1pcy1sb25nLWVub3VnaA==";
+
+fn fail(vm: &Vm, message: String) -> anyhow::Error {
+    vm.mark_failed();
+    anyhow::anyhow!("{}: {message}", vm.name())
+}
+
+fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(program).args(args).output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{program} {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A NoCloud CIDATA volume whose user-data makes the node a one-node cluster (a flashed disk
+/// has no kernel command line to add a configuration URL to).
+fn cidata(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let user = dir.join("user-data");
+    std::fs::write(
+        &user,
+        format!("[cluster]\nname = \"disk\"\nsecret = \"{SECRET}\"\nexpected_size = 1\n"),
+    )?;
+    let disk = dir.join("cidata.img");
+    let disk_arg = disk.display().to_string();
+    run("mkfs.vfat", &["-C", "-n", "CIDATA", &disk_arg, "2048"])?;
+    run(
+        "mcopy",
+        &["-i", &disk_arg, &user.display().to_string(), "::user-data"],
+    )?;
+    Ok(disk)
+}
+
+/// Where partition `name` of the image's disk starts, and its size, from the manifest.
+fn partition(image: &Image, name: &str) -> anyhow::Result<(u64, u64)> {
+    let disk = image
+        .manifest()
+        .disk
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("the test image has no disk"))?;
+    let p = disk
+        .partitions
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| anyhow::anyhow!("no partition {name} in the manifest"))?;
+    Ok((p.offset, p.size))
+}
+
+fn boot(name: &str, network: &Network, disk: &Path, cidata: &Path) -> anyhow::Result<Vm> {
+    Ok(Vm::builder(name)
+        .uefi()
+        .firmware_boot()
+        .disk(Disk::virtio_qcow2(disk))
+        .virtio_disk(cidata)
+        .nic(network, NicModel::VirtioNet)
+        .start()?)
+}
+
+/// The node's id once it is a member, and the STATE event of this boot.
+fn member_and_state(vm: &Vm) -> anyhow::Result<(u64, u64, Option<u64>)> {
+    let verity = vm
+        .wait_for_event("root.verity", boot_timeout())
+        .map_err(|e| fail(vm, e.to_string()))?;
+    let Event::RootVerity {
+        slot, partition, ..
+    } = &verity.event
+    else {
+        unreachable!()
+    };
+    if (slot.as_str(), partition.as_str()) != ("a", "vda2") {
+        return Err(fail(vm, format!("booted slot {slot} from {partition}")));
+    }
+    let state = vm
+        .wait_for_event("state.mounted", step_timeout())
+        .map_err(|e| fail(vm, e.to_string()))?;
+    let Event::StateMounted {
+        bytes, grown_from, ..
+    } = state.event
+    else {
+        unreachable!()
+    };
+    let member = vm
+        .wait_for_event("cluster.member", step_timeout())
+        .map_err(|e| fail(vm, e.to_string()))?;
+    let Event::ClusterMember { node, .. } = member.event else {
+        unreachable!()
+    };
+    println!(
+        "{}: root.verity at {:.2} s, state.mounted ({bytes} bytes, grown from {grown_from:?}) at {:.2} s, member {node:016x} at {:.2} s",
+        vm.name(),
+        verity.t,
+        state.t,
+        member.t
+    );
+    Ok((node, bytes, grown_from))
+}
+
+#[test]
+fn a_flashed_disk_boots_its_verified_slot_grows_state_and_keeps_the_node_identity()
+-> anyhow::Result<()> {
+    let image = test_image()?;
+    let mut network = Network::new()?;
+    network.start_dnsmasq(network.dhcp_config())?;
+    let dir = tempfile::tempdir()?;
+    let cidata = cidata(dir.path())?;
+    // The image on a 1 GiB disk: a copy-on-write overlay, larger than the image.
+    let disk = dir.path().join("disk.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            &image.disk_qcow2().display().to_string(),
+            &disk.display().to_string(),
+            "1G",
+        ],
+    )?;
+    let (state_offset, state_size) = partition(&image, "shoal-state")?;
+
+    let vm = boot("disk-first", &network, &disk, &cidata)?;
+    let (first_id, bytes, grown_from) = member_and_state(&vm)?;
+    // STATE now ends where the usable space does: before the 33 sectors of the backup table.
+    let expected = (1 << 30) - 33 * 512 - state_offset;
+    if grown_from != Some(state_size) || bytes != expected {
+        return Err(fail(
+            &vm,
+            format!(
+                "STATE {bytes} bytes grown from {grown_from:?}; expected {expected} from {state_size}"
+            ),
+        ));
+    }
+    vm.powerdown()?;
+    vm.wait_exit(step_timeout())
+        .map_err(|e| fail(&vm, e.to_string()))?;
+    drop(vm);
+
+    // What the first boot left on the disk: a valid GPT for the whole disk, and an ext4 that
+    // fills STATE.
+    let raw = dir.path().join("disk.raw");
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "raw",
+            &disk.display().to_string(),
+            &raw.display().to_string(),
+        ],
+    )?;
+    let verify = run("sfdisk", &["--verify", &raw.display().to_string()])?;
+    anyhow::ensure!(
+        verify.contains("No errors detected"),
+        "sfdisk --verify after growing: {verify}"
+    );
+    let mut sb = [0u8; 1024];
+    File::open(&raw)?.read_exact_at(&mut sb, state_offset + 1024)?;
+    let blocks = u64::from(u32::from_le_bytes(sb[4..8].try_into()?));
+    let block_size = 1024u64 << u32::from_le_bytes(sb[0x18..0x1c].try_into()?);
+    anyhow::ensure!(
+        blocks * block_size == expected / block_size * block_size,
+        "ext4 on STATE is {} bytes, the partition {expected}",
+        blocks * block_size
+    );
+    std::fs::remove_file(&raw)?;
+
+    // The second boot finds STATE grown, and the node is the same member.
+    let vm = boot("disk-second", &network, &disk, &cidata)?;
+    let (second_id, bytes, grown_from) = member_and_state(&vm)?;
+    if grown_from.is_some() || bytes != expected {
+        return Err(fail(
+            &vm,
+            format!("second boot: STATE {bytes} bytes, grown from {grown_from:?}"),
+        ));
+    }
+    if second_id != first_id {
+        return Err(fail(
+            &vm,
+            format!(
+                "the node came back as {second_id:016x}, not {first_id:016x}: STATE lost its identity"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_flipped_byte_in_the_root_slot_is_caught_by_dm_verity() -> anyhow::Result<()> {
+    let image = test_image()?;
+    let network = Network::new()?;
+    let dir = tempfile::tempdir()?;
+    let cidata = cidata(dir.path())?;
+    // A raw copy of the disk with one bit of slot A's erofs superblock flipped.
+    let disk = dir.path().join("disk.raw");
+    run(
+        "cp",
+        &[
+            "--sparse=always",
+            &image.disk_raw().display().to_string(),
+            &disk.display().to_string(),
+        ],
+    )?;
+    let (slot_offset, _) = partition(&image, "shoal-root-a")?;
+    let file = File::options().read(true).write(true).open(&disk)?;
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, slot_offset + 1024 + 40)?;
+    file.write_all_at(&[byte[0] ^ 0x10], slot_offset + 1024 + 40)?;
+    file.sync_all()?;
+    drop(file);
+
+    let vm = Vm::builder("disk-tampered")
+        .uefi()
+        .firmware_boot()
+        .disk(Disk::virtio(&disk))
+        .virtio_disk(&cidata)
+        .nic(&network, NicModel::VirtioNet)
+        .start()?;
+    vm.expect_failures();
+    let failed = vm
+        .wait_for_event("boot.failed", boot_timeout())
+        .map_err(|e| fail(&vm, e.to_string()))?;
+    let Event::BootFailed { reason, .. } = &failed.event else {
+        unreachable!()
+    };
+    if !reason.contains("dm-verity") {
+        return Err(fail(
+            &vm,
+            format!("boot failed for another reason: {reason}"),
+        ));
+    }
+    if vm
+        .events()
+        .iter()
+        .any(|e| e.record.event.name() == "root.mounted")
+    {
+        return Err(fail(&vm, "the tampered root was mounted".into()));
+    }
+    println!("tampered slot: {reason}");
+    Ok(())
+}
