@@ -192,6 +192,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 /// Reads every source this node has.
 fn gather(options: &Options, cmdline: &str, url: Option<&str>, facts: &NodeFacts) -> Gathered {
     let mut gathered = Gathered::default();
+    match crate::esp::read(&options.sys, &options.dev, &options.run_dir.join("esp")) {
+        Ok(Some(document)) => gathered.documents.push(document),
+        Ok(None) => {}
+        Err(reason) => gathered.failures.push(("esp".into(), reason)),
+    }
     match crate::nocloud::read(&options.sys, &options.dev, &options.run_dir.join("nocloud")) {
         Ok(Some(documents)) => gathered.documents.extend(documents),
         Ok(None) => {}

@@ -3,11 +3,15 @@
 //! | module | what | I/O? |
 //! | --- | --- | --- |
 //! | `http` | the HTTP/1.1 a configuration fetch needs (parser sans-IO, fetch blocking) | thin |
+//! | `volume` | labelled volumes: found with the inventory's probe, mounted read-only to read | roots as parameters; mounts to read |
+//! | `esp` | `shoal/machine.toml` on a flashed disk's ESP (`SHOAL-ESP`) | through `volume` |
 //! | `nocloud` | the `CIDATA` volume (found with the inventory's probe), its `user-data` and `meta-data` | roots as parameters; mounts to read |
 //! | `facts` | MACs, SMBIOS UUID and serial, hostname, from a sysfs root | root as parameter |
 //! | `daemon` | gather, resolve (shoal-config), write, report, retry in maintenance | yes |
 
 pub mod daemon;
+pub mod esp;
 pub mod facts;
 pub mod http;
 pub mod nocloud;
+pub mod volume;

@@ -6,44 +6,19 @@
 //! Finding the disk is pure over a sysfs and a `/dev` root (the hardware inventory's probe reads
 //! the labels); reading it mounts it read-only for the moment it takes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use shoal_config::sources::{Document, SourceKind};
 
 /// The filesystem label NoCloud uses, in any case.
 pub const LABEL: &str = "cidata";
 
-/// A NoCloud filesystem: the block device and its filesystem type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Volume {
-    pub device: String,
-    pub fstype: String,
-}
+pub use crate::volume::Volume;
 
 /// The first device (whole disk or partition, in name order) with a vfat or ISO 9660
 /// filesystem labelled `CIDATA`.
 pub fn find(sys: &Path, dev: &Path) -> Option<Volume> {
-    let mut gaps = shoal_inventory::Gaps::default();
-    let storage = shoal_inventory::storage::read(sys, dev, &mut gaps);
-    let labelled = |name: &str, fs: Option<&shoal_inventory::fs_probe::Filesystem>| {
-        let fs = fs?;
-        let ok = fs
-            .label
-            .as_deref()
-            .is_some_and(|l| l.eq_ignore_ascii_case(LABEL))
-            && matches!(fs.kind.as_str(), "vfat" | "iso9660");
-        ok.then(|| Volume {
-            device: name.to_string(),
-            fstype: fs.kind.clone(),
-        })
-    };
-    storage.disks.iter().find_map(|d| {
-        labelled(&d.name, d.filesystem.as_ref()).or_else(|| {
-            d.partitions
-                .iter()
-                .find_map(|p| labelled(&p.name, p.filesystem.as_ref()))
-        })
-    })
+    crate::volume::find_labelled(sys, dev, LABEL, &["vfat", "iso9660"])
 }
 
 /// The documents in a mounted NoCloud filesystem: `meta-data`'s hostname (when there is one),
@@ -99,24 +74,10 @@ pub fn read(sys: &Path, dev: &Path, mount_dir: &Path) -> Result<Option<Vec<Docum
     let Some(volume) = find(sys, dev) else {
         return Ok(None);
     };
-    let device: PathBuf = dev.join(&volume.device);
-    let origin = device.display().to_string();
-    std::fs::create_dir_all(mount_dir).map_err(|e| format!("{}: {e}", mount_dir.display()))?;
-    use nix::mount::{MsFlags, mount, umount};
-    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(
-        Some(&device),
-        mount_dir,
-        Some(volume.fstype.as_str()),
-        flags,
-        None::<&str>,
-    )
-    .map_err(|e| format!("mounting {origin} ({}): {e}", volume.fstype))?;
-    let documents = documents(mount_dir, &origin);
-    if let Err(e) = umount(mount_dir) {
-        tracing::warn!("unmounting {}: {e}", mount_dir.display());
-    }
-    documents.map(Some)
+    crate::volume::with_mounted(dev, &volume, mount_dir, |dir, origin| {
+        documents(dir, origin)
+    })
+    .map(Some)
 }
 
 #[cfg(test)]

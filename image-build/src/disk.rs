@@ -148,14 +148,6 @@ fn esp_image(inputs: &Inputs<'_>, entry_text: &str, seed: &str) -> Result<PathBu
     fs::write(&loader_conf, LOADER_CONF).map_err(Error::io("write", &loader_conf))?;
     let entry = files.join("shoal-a.conf");
     fs::write(&entry, entry_text).map_err(Error::io("write", &entry))?;
-    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(inputs.epoch);
-    for f in [&loader_conf, &entry] {
-        File::options()
-            .write(true)
-            .open(f)
-            .and_then(|f| f.set_modified(mtime))
-            .map_err(Error::io("set the mtime of", f))?;
-    }
     let image = format!("{}", esp.display());
     cmd::run(
         with_epoch(&mut Command::new("mmd"), inputs.epoch)
@@ -176,10 +168,10 @@ fn esp_image(inputs: &Inputs<'_>, entry_text: &str, seed: &str) -> Result<PathBu
         (inputs.vmlinuz, "::shoal/a/vmlinuz"),
         (inputs.initramfs, "::shoal/a/initramfs"),
     ] {
-        // -m keeps the source's mtime; SOURCE_DATE_EPOCH covers the rest.
+        // Every timestamp comes from SOURCE_DATE_EPOCH (not from the sources' mtimes).
         cmd::run(
             with_epoch(&mut Command::new("mcopy"), inputs.epoch)
-                .args(["-m", "-i", &image])
+                .args(["-i", &image])
                 .arg(source)
                 .arg(dest),
         )?;

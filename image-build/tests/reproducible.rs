@@ -2,8 +2,9 @@
 //! out as docs/architecture.md ("Image layout") promises.
 //!
 //! Needs what a real build needs: apt package lists and network access to Debian's mirror for
-//! the first kernel download (then the cache in `<workspace>/.cache/shoal`), erofs-utils, and
-//! the cpio and lz4 CLIs to read the initramfs back. Missing tools fail the test; they never
+//! the first kernel download (then the cache in `<workspace>/.cache/shoal`), erofs-utils,
+//! dosfstools, mtools, e2fsprogs, qemu-utils and zstd, and to read the results back the cpio
+//! and lz4 CLIs, sfdisk and veritysetup. Missing tools fail the test; they never
 //! skip it.
 
 use std::collections::BTreeSet;
@@ -107,7 +108,18 @@ fn default_profile_is_reproducible_and_follows_the_image_layout() {
         std::fs::read(second_dir.join("manifest.json")).unwrap()
     );
     let names: Vec<&str> = first.artefacts.iter().map(|a| a.name.as_str()).collect();
-    assert_eq!(names, ["boot.ipxe", "initramfs", "rootfs.erofs", "vmlinuz"]);
+    assert_eq!(
+        names,
+        [
+            "boot.ipxe",
+            "disk.qcow2",
+            "disk.raw",
+            "disk.raw.zst",
+            "initramfs",
+            "rootfs.erofs",
+            "vmlinuz"
+        ]
+    );
     assert_eq!(Manifest::load(&first_dir).unwrap(), first);
 
     let kver = &first.kernel.release;
@@ -285,4 +297,119 @@ fn default_profile_is_reproducible_and_follows_the_image_layout() {
         "{ipxe}"
     );
     assert!(ipxe.contains("initrd initramfs\nboot\n"));
+
+    check_disk(&first, &first_dir, scratch.path());
+}
+
+/// The A/B disk: its GPT as sfdisk reads it, the ESP's files, slot A's dm-verity tree as
+/// veritysetup checks it, and the qcow2 and zstd forms holding the same disk.
+fn check_disk(manifest: &Manifest, dir: &Path, scratch: &Path) {
+    let disk = manifest
+        .disk
+        .as_ref()
+        .expect("the default profile has a disk");
+    let raw = dir.join("disk.raw");
+    let raw_arg = raw.display().to_string();
+    assert_eq!(
+        std::fs::metadata(&raw).expect("disk check").len(),
+        disk.bytes
+    );
+    let table: serde_json::Value =
+        serde_json::from_str(&run(Command::new("sfdisk").args(["--json", &raw_arg])))
+            .expect("disk check");
+    let parts: Vec<(String, String)> = table["partitiontable"]["partitions"]
+        .as_array()
+        .expect("disk check")
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().expect("disk check").to_string(),
+                p["type"].as_str().expect("disk check").to_lowercase(),
+            )
+        })
+        .collect();
+    let esp = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+    let root = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709";
+    let var = "4d21b016-b534-45c2-a9fb-5c16e091fd2d";
+    let expected: Vec<(String, String)> = [
+        ("ESP", esp),
+        ("shoal-root-a", root),
+        ("shoal-root-b", root),
+        ("shoal-state", var),
+    ]
+    .iter()
+    .map(|(n, t)| (n.to_string(), t.to_string()))
+    .collect();
+    assert_eq!(parts, expected);
+    let verify = run(Command::new("sfdisk").args(["--verify", &raw_arg]));
+    assert!(verify.contains("No errors detected"), "{verify}");
+
+    // The ESP: systemd-boot, the loader settings and slot A's entry, kernel and initramfs.
+    let offset = |name: &str| {
+        disk.partitions
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no {name} in the manifest"))
+    };
+    let esp_image = format!("{raw_arg}@@{}", offset("ESP").offset);
+    let mtype = |path: &str| {
+        run(Command::new("mtype")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .args(["-i", &esp_image, path]))
+    };
+    assert_eq!(mtype("::loader/entries/shoal-a.conf"), disk.entry);
+    assert!(mtype("::loader/loader.conf").contains("editor no"));
+    assert!(disk.entry.contains(&format!(
+        "shoal.slot=a shoal.roothash={} shoal.hashoffset={}",
+        disk.root_hash, disk.hash_offset
+    )));
+    let listing = run(Command::new("mdir")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .args(["-i", &esp_image, "-/", "-b", "::"]));
+    for file in [
+        "::/EFI/BOOT/BOOTX64.EFI",
+        "::/shoal/a/vmlinuz",
+        "::/shoal/a/initramfs",
+    ] {
+        assert!(listing.contains(file), "ESP lacks {file}: {listing}");
+    }
+
+    // Slot A through veritysetup, with the root hash the entry carries.
+    let slot = offset("shoal-root-a");
+    let bytes = std::fs::read(&raw).expect("disk check");
+    let slot_file = scratch.join("slot-a");
+    std::fs::write(
+        &slot_file,
+        &bytes[slot.offset as usize..(slot.offset + slot.size) as usize],
+    )
+    .expect("disk check");
+    let slot_arg = slot_file.display().to_string();
+    run(Command::new("veritysetup").args([
+        "verify",
+        &slot_arg,
+        &slot_arg,
+        &disk.root_hash,
+        &format!("--hash-offset={}", disk.hash_offset),
+    ]));
+
+    // The other forms are the same disk.
+    run(Command::new("qemu-img").args([
+        "compare",
+        "-f",
+        "raw",
+        "-F",
+        "qcow2",
+        &raw_arg,
+        &dir.join("disk.qcow2").display().to_string(),
+    ]));
+    let unpacked = Command::new("zstd")
+        .args(["-d", "-c"])
+        .arg(dir.join("disk.raw.zst"))
+        .output()
+        .expect("disk check");
+    assert!(unpacked.status.success());
+    assert!(
+        unpacked.stdout == bytes,
+        "disk.raw.zst does not unpack to disk.raw"
+    );
 }

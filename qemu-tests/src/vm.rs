@@ -79,14 +79,6 @@ pub struct Disk {
 }
 
 impl Disk {
-    /// A qcow2 image as a virtio block device.
-    pub fn virtio_qcow2(path: impl Into<PathBuf>) -> Disk {
-        Disk {
-            format: "qcow2".into(),
-            ..Disk::virtio(path)
-        }
-    }
-
     /// A raw image as a virtio block device (`/dev/vda` for the first one).
     pub fn virtio(path: impl Into<PathBuf>) -> Disk {
         Disk {

@@ -1,6 +1,7 @@
 //! The A/B disk image under UEFI: OVMF runs systemd-boot from the ESP, which boots slot A's
 //! kernel with the root hash on its command line; PID 1 opens the slot through dm-verity, grows
-//! STATE to fill the disk and mounts it on /var, so the node keeps its identity across reboots.
+//! STATE to fill the disk and mounts it on /var, so the node keeps its identity across reboots;
+//! configd reads the machine configuration dropped onto the ESP.
 //! A flipped byte in the slot stops the boot with a message naming dm-verity.
 
 use std::fs::File;
@@ -32,24 +33,6 @@ fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// A NoCloud CIDATA volume whose user-data makes the node a one-node cluster (a flashed disk
-/// has no kernel command line to add a configuration URL to).
-fn cidata(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
-    let user = dir.join("user-data");
-    std::fs::write(
-        &user,
-        format!("[cluster]\nname = \"disk\"\nsecret = \"{SECRET}\"\nexpected_size = 1\n"),
-    )?;
-    let disk = dir.join("cidata.img");
-    let disk_arg = disk.display().to_string();
-    run("mkfs.vfat", &["-C", "-n", "CIDATA", &disk_arg, "2048"])?;
-    run(
-        "mcopy",
-        &["-i", &disk_arg, &user.display().to_string(), "::user-data"],
-    )?;
-    Ok(disk)
-}
-
 /// Where partition `name` of the image's disk starts, and its size, from the manifest.
 fn partition(image: &Image, name: &str) -> anyhow::Result<(u64, u64)> {
     let disk = image
@@ -65,12 +48,11 @@ fn partition(image: &Image, name: &str) -> anyhow::Result<(u64, u64)> {
     Ok((p.offset, p.size))
 }
 
-fn boot(name: &str, network: &Network, disk: &Path, cidata: &Path) -> anyhow::Result<Vm> {
+fn boot(name: &str, network: &Network, disk: &Path) -> anyhow::Result<Vm> {
     Ok(Vm::builder(name)
         .uefi()
         .firmware_boot()
-        .disk(Disk::virtio_qcow2(disk))
-        .virtio_disk(cidata)
+        .disk(Disk::virtio(disk))
         .nic(network, NicModel::VirtioNet)
         .start()?)
 }
@@ -121,28 +103,51 @@ fn a_flashed_disk_boots_its_verified_slot_grows_state_and_keeps_the_node_identit
     let mut network = Network::new()?;
     network.start_dnsmasq(network.dhcp_config())?;
     let dir = tempfile::tempdir()?;
-    let cidata = cidata(dir.path())?;
-    // The image on a 1 GiB disk: a copy-on-write overlay, larger than the image.
-    let disk = dir.path().join("disk.qcow2");
+    // The image flashed onto a 1 GiB disk, with the machine configuration dropped onto its ESP
+    // the way an edge appliance gets it before shipping.
+    let disk = dir.path().join("disk.raw");
+    let disk_arg = disk.display().to_string();
     run(
-        "qemu-img",
+        "cp",
         &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            "qcow2",
-            "-b",
-            &image.disk_qcow2().display().to_string(),
-            &disk.display().to_string(),
-            "1G",
+            "--sparse=always",
+            &image.disk_raw().display().to_string(),
+            &disk_arg,
+        ],
+    )?;
+    run("truncate", &["-s", "1G", &disk_arg])?;
+    let config = dir.path().join("machine.toml");
+    std::fs::write(
+        &config,
+        format!("[cluster]\nname = \"disk\"\nsecret = \"{SECRET}\"\nexpected_size = 1\n"),
+    )?;
+    let (esp_offset, _) = partition(&image, "ESP")?;
+    run(
+        "mcopy",
+        &[
+            "-i",
+            &format!("{disk_arg}@@{esp_offset}"),
+            &config.display().to_string(),
+            "::shoal/machine.toml",
         ],
     )?;
     let (state_offset, state_size) = partition(&image, "shoal-state")?;
 
-    let vm = boot("disk-first", &network, &disk, &cidata)?;
+    let vm = boot("disk-first", &network, &disk)?;
     let (first_id, bytes, grown_from) = member_and_state(&vm)?;
+    let resolved = vm
+        .wait_for_event("config.resolved", step_timeout())
+        .map_err(|e| fail(&vm, e.to_string()))?;
+    let Event::ConfigResolved { sources, ms, .. } = &resolved.event else {
+        unreachable!()
+    };
+    println!("ESP source: configuration in force {ms} ms after shoal-configd started");
+    if sources.as_slice() != ["esp: /dev/vda1:shoal/machine.toml"] {
+        return Err(fail(
+            &vm,
+            format!("configuration from {sources:?}, not the ESP"),
+        ));
+    }
     // STATE now ends where the usable space does: before the 33 sectors of the backup table.
     let expected = (1 << 30) - 33 * 512 - state_offset;
     if grown_from != Some(state_size) || bytes != expected {
@@ -160,24 +165,14 @@ fn a_flashed_disk_boots_its_verified_slot_grows_state_and_keeps_the_node_identit
 
     // What the first boot left on the disk: a valid GPT for the whole disk, and an ext4 that
     // fills STATE.
-    let raw = dir.path().join("disk.raw");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-O",
-            "raw",
-            &disk.display().to_string(),
-            &raw.display().to_string(),
-        ],
-    )?;
-    let verify = run("sfdisk", &["--verify", &raw.display().to_string()])?;
+    let raw = &disk;
+    let verify = run("sfdisk", &["--verify", &disk_arg])?;
     anyhow::ensure!(
         verify.contains("No errors detected"),
         "sfdisk --verify after growing: {verify}"
     );
     let mut sb = [0u8; 1024];
-    File::open(&raw)?.read_exact_at(&mut sb, state_offset + 1024)?;
+    File::open(raw)?.read_exact_at(&mut sb, state_offset + 1024)?;
     let blocks = u64::from(u32::from_le_bytes(sb[4..8].try_into()?));
     let block_size = 1024u64 << u32::from_le_bytes(sb[0x18..0x1c].try_into()?);
     anyhow::ensure!(
@@ -185,10 +180,9 @@ fn a_flashed_disk_boots_its_verified_slot_grows_state_and_keeps_the_node_identit
         "ext4 on STATE is {} bytes, the partition {expected}",
         blocks * block_size
     );
-    std::fs::remove_file(&raw)?;
 
     // The second boot finds STATE grown, and the node is the same member.
-    let vm = boot("disk-second", &network, &disk, &cidata)?;
+    let vm = boot("disk-second", &network, &disk)?;
     let (second_id, bytes, grown_from) = member_and_state(&vm)?;
     if grown_from.is_some() || bytes != expected {
         return Err(fail(
@@ -212,7 +206,6 @@ fn a_flipped_byte_in_the_root_slot_is_caught_by_dm_verity() -> anyhow::Result<()
     let image = test_image()?;
     let network = Network::new()?;
     let dir = tempfile::tempdir()?;
-    let cidata = cidata(dir.path())?;
     // A raw copy of the disk with one bit of slot A's erofs superblock flipped.
     let disk = dir.path().join("disk.raw");
     run(
@@ -235,7 +228,6 @@ fn a_flipped_byte_in_the_root_slot_is_caught_by_dm_verity() -> anyhow::Result<()
         .uefi()
         .firmware_boot()
         .disk(Disk::virtio(&disk))
-        .virtio_disk(&cidata)
         .nic(&network, NicModel::VirtioNet)
         .start()?;
     vm.expect_failures();
