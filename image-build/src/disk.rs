@@ -97,16 +97,15 @@ fn guid(seed: &str, purpose: &str) -> Guid {
     Guid::from_seed(d[..16].try_into().expect("16 bytes"))
 }
 
-/// The slot's Boot Loader Specification entry.
-pub fn entry(version: &str, slot: char, cmdline: &str, v: &verity::Verity) -> String {
-    format!(
-        "title Shoal {version} (slot {slot})\n\
-         version {version}\n\
-         sort-key shoal\n\
-         linux /shoal/{slot}/vmlinuz\n\
-         initrd /shoal/{slot}/initramfs\n\
-         options {cmdline} shoal.slot={slot} shoal.roothash={} shoal.hashoffset={}\n",
-        v.root_hash, v.hash_offset
+/// Slot A's Boot Loader Specification entry as flashed: generation 0, no boot counter (the
+/// image as written is known good).
+pub fn entry(version: &str, cmdline: &str, v: &verity::Verity) -> String {
+    use shoal_update::entries::{self, Slot};
+    entries::entry_text(
+        Slot::A,
+        version,
+        0,
+        &entries::slot_options(cmdline, Slot::A, &v.root_hash, v.hash_offset),
     )
 }
 
@@ -217,8 +216,16 @@ fn write_sparse(disk: &File, disk_path: &Path, bytes: &[u8], offset: u64) -> Res
     Ok(())
 }
 
+/// What [`write`] made: the manifest's description, and slot A's bytes (the root image with its
+/// hash tree) for an update bundle.
+#[derive(Debug)]
+pub struct Written {
+    pub info: DiskInfo,
+    pub slot: Vec<u8>,
+}
+
 /// Writes `disk.raw` at `out`.
-pub fn write(out: &Path, inputs: &Inputs<'_>) -> Result<DiskInfo> {
+pub fn write(out: &Path, inputs: &Inputs<'_>) -> Result<Written> {
     let layout = inputs.layout;
     let seed = inputs.seed;
     let invalid = |field: &str, reason: String| Error::ProfileInvalid {
@@ -241,7 +248,7 @@ pub fn write(out: &Path, inputs: &Inputs<'_>) -> Result<DiskInfo> {
             ),
         ));
     }
-    let entry_text = entry(inputs.version, 'a', inputs.cmdline, &v);
+    let entry_text = entry(inputs.version, inputs.cmdline, &v);
     let esp = esp_image(inputs, &entry_text, seed)?;
     let state = state_image(inputs, seed)?;
 
@@ -295,7 +302,7 @@ pub fn write(out: &Path, inputs: &Inputs<'_>) -> Result<DiskInfo> {
     copy_into(&disk, out, &state, part(STATE_NAME))?;
     disk.sync_all().map_err(Error::io("sync", out))?;
 
-    Ok(DiskInfo {
+    let info = DiskInfo {
         bytes,
         disk_guid: disk_guid.to_string(),
         partitions: table
@@ -313,7 +320,8 @@ pub fn write(out: &Path, inputs: &Inputs<'_>) -> Result<DiskInfo> {
         hash_offset: v.hash_offset,
         entry: entry_text,
         bootloader: inputs.bootloader_source.clone(),
-    })
+    };
+    Ok(Written { info, slot })
 }
 
 /// `disk.qcow2` from `disk.raw` (holes stay unallocated).
@@ -339,11 +347,12 @@ mod tests {
             hash_size: 4096,
             salt: [0; 32],
         };
-        let e = entry("0.1.0", 'a', "console=ttyS0 quiet", &v);
+        let e = entry("0.1.0", "console=ttyS0 quiet", &v);
         assert!(
             e.contains("linux /shoal/a/vmlinuz\ninitrd /shoal/a/initramfs\n"),
             "{e}"
         );
+        assert!(e.contains("sort-key shoal-99999999\n"), "{e}");
         assert!(
             e.ends_with(&format!(
                 "options console=ttyS0 quiet shoal.slot=a shoal.roothash={} shoal.hashoffset=8192\n",

@@ -202,6 +202,11 @@ pub(crate) fn stage_rootfs(root: &Path, content: &Content<'_>) -> Result<usize> 
         &staged(root, "/etc/os-release"),
         &os_release(&content.profile.name, content.kernel),
     )?;
+    if !content.profile.update_trusted_keys.is_empty() {
+        let mut keys = content.profile.update_trusted_keys.join("\n");
+        keys.push('\n');
+        write_file(&staged(root, "/etc/shoal/update-keys"), &keys)?;
+    }
     write_file(&staged(root, "/etc/passwd"), PASSWD)?;
     write_file(&staged(root, "/etc/group"), GROUP)?;
     for (link, target) in RUN_SYMLINKS {

@@ -38,7 +38,7 @@ pub use error::{Error, Result};
 pub use image::{BOOT_TASK_DIR, INITRAMFS_ROOT_IMAGE};
 pub use manifest::{
     Artefact, BinaryInfo, KernelInfo, MANIFEST_FILE, Manifest, ModuleCounts, PackageFileInfo,
-    RootfsInfo,
+    RootfsInfo, UpdateInfo,
 };
 pub use profile::{Compression, Profile};
 pub use progress::ProgressMode;
@@ -64,6 +64,8 @@ pub mod artefacts {
     pub const DISK_RAW_ZST: &str = "disk.raw.zst";
     /// The same disk as qcow2, for QEMU and IaaS clouds.
     pub const DISK_QCOW2: &str = "disk.qcow2";
+    /// The signed update bundle (kernel, disk initramfs, root slot), with a signing key.
+    pub const UPDATE_BUNDLE: &str = "update.bundle";
 }
 
 /// What to build and where. Only `profile` is required; see [`BuildOptions::new`].
@@ -87,6 +89,8 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<u64>,
     /// How to report progress on stderr.
     pub progress: ProgressMode,
+    /// Sign an `update.bundle` with this key file instead of the profile's `update.signing_key`.
+    pub signing_key: Option<PathBuf>,
 }
 
 impl BuildOptions {
@@ -349,7 +353,7 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
                 profile.initramfs_compression,
             )?;
             let raw = staging.join(artefacts::DISK_RAW);
-            let info = disk::write(
+            let written = disk::write(
                 &raw,
                 &disk::Inputs {
                     layout,
@@ -375,10 +379,73 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
             )?;
             step.done(format!(
                 "{} virtual, slot A root hash {}",
-                mib(info.bytes),
-                &info.root_hash[..16]
+                mib(written.info.bytes),
+                &written.info.root_hash[..16]
             ));
-            Some(info)
+            Some((written, disk_initramfs))
+        }
+    };
+
+    // The update bundle: what the disk's slot A holds, signed.
+    let signing_key = opts
+        .signing_key
+        .clone()
+        .or_else(|| profile.update_signing_key.clone());
+    let update = match (&signing_key, &disk) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(Error::Invalid(
+                "an update bundle is made from the disk image: the profile needs a [disk] table"
+                    .into(),
+            ));
+        }
+        (Some(key_path), Some((written, disk_initramfs))) => {
+            let step = progress.step("signing the update bundle");
+            let text = fs::read_to_string(key_path).map_err(Error::io("read", key_path))?;
+            let key = shoal_update::bundle::SigningKey::parse(&text)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", key_path.display())))?;
+            let out = staging.join(artefacts::UPDATE_BUNDLE);
+            let file = fs::File::create(&out).map_err(Error::io("create", &out))?;
+            let mut writer = std::io::BufWriter::new(file);
+            let open = |path: &Path| -> Result<(u64, Box<dyn std::io::Read>)> {
+                let f = fs::File::open(path).map_err(Error::io("open", path))?;
+                let size = f.metadata().map_err(Error::io("stat", path))?.len();
+                Ok((size, Box::new(f)))
+            };
+            let (kernel_size, kernel_reader) = open(&kernel.vmlinuz)?;
+            let (initramfs_size, initramfs_reader) = open(disk_initramfs)?;
+            let bundle_manifest = shoal_update::bundle::write(
+                &mut writer,
+                shoal_update::bundle::Manifest {
+                    format: 0,
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    arch: std::env::consts::ARCH.into(),
+                    profile: profile.name.clone(),
+                    kernel_release: kernel.release.clone(),
+                    cmdline: profile.cmdline.clone(),
+                    root_hash: written.info.root_hash.clone(),
+                    hash_offset: written.info.hash_offset,
+                    key: String::new(),
+                    parts: Vec::new(),
+                },
+                vec![
+                    ("vmlinuz", kernel_size, kernel_reader),
+                    ("initramfs", initramfs_size, initramfs_reader),
+                    (
+                        "root",
+                        written.slot.len() as u64,
+                        Box::new(&written.slot[..]),
+                    ),
+                ],
+                &key,
+            )
+            .map_err(|e| Error::Invalid(format!("update bundle: {e}")))?;
+            std::io::Write::flush(&mut writer).map_err(Error::io("write", &out))?;
+            step.done(format!("signed by {}", bundle_manifest.key));
+            Some(UpdateInfo {
+                version: bundle_manifest.version,
+                key: bundle_manifest.key,
+            })
         }
     };
 
@@ -430,7 +497,8 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
                 sha256: f.sha256.clone(),
             })
             .collect(),
-        disk,
+        disk: disk.map(|(written, _)| written.info),
+        update,
         artefacts: artefact_infos(&staging)?,
     };
     let manifest_path = staging.join(MANIFEST_FILE);

@@ -41,12 +41,23 @@ enum Command {
         /// with a level (zstd:19).
         #[arg(long, value_parser = Compression::parse)]
         initramfs_compression: Option<Compression>,
+        /// Sign an update.bundle with this key file (see `keygen`) instead of the profile's
+        /// `update.signing_key`.
+        #[arg(long)]
+        signing_key: Option<PathBuf>,
         /// Plain progress lines even on a terminal.
         #[arg(long, conflicts_with = "quiet")]
         plain: bool,
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Create an update signing key: the key file (mode 0600, refused if it exists) and its
+    /// public key on stdout, for a profile's `update.trusted_keys` or the machine
+    /// configuration's `update.trusted_keys`.
+    Keygen {
+        /// Where to write the key file.
+        file: PathBuf,
     },
     /// Check that binaries are statically linked (exit status 1 if any is not).
     CheckStatic {
@@ -79,6 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cache,
             kernel_package,
             initramfs_compression,
+            signing_key,
             plain,
             quiet,
         } => {
@@ -96,6 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 initramfs_compression,
                 source_date_epoch: None,
                 progress,
+                signing_key,
             };
             let out_dir = options.out_dir.clone();
             let manifest =
@@ -117,6 +130,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     artefact.name, artefact.size, artefact.sha256
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { file } => {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let (key, text) = shoal_update::bundle::SigningKey::generate()?;
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file)
+                .with_context(|| format!("creating {}", file.display()))?;
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.sync_all())
+                .with_context(|| format!("writing {}", file.display()))?;
+            println!("{}", key.public());
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckStatic { files } => {

@@ -37,8 +37,18 @@ pub struct Manifest {
     /// The A/B disk image, when the profile has a `[disk]` table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<crate::disk::DiskInfo>,
+    /// The signed `update.bundle`, when the build had a signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateInfo>,
     /// The artefacts in the output directory (everything but the manifest), sorted by name.
     pub artefacts: Vec<Artefact>,
+}
+
+/// The update bundle: the version it installs and the key that signed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateInfo {
+    pub version: String,
+    pub key: String,
 }
 
 /// The kernel package the image was built from.
@@ -202,6 +212,10 @@ mod tests {
                 entry: "title x\n".into(),
                 bootloader: "systemd-boot-efi 1".into(),
             }),
+            update: Some(UpdateInfo {
+                version: "0.1.0".into(),
+                key: "ed25519:k".into(),
+            }),
             artefacts: vec![Artefact {
                 name: "vmlinuz".into(),
                 size: 3,
@@ -248,6 +262,7 @@ mod tests {
                 binaries: vec![],
                 package_files: vec![],
                 disk: None,
+                update: None,
                 artefacts: vec![],
             }
             .to_json(),

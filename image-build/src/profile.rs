@@ -41,6 +41,7 @@ struct RawProfile {
     rootfs: Option<RawRootfs>,
     initramfs: Option<RawInitramfs>,
     disk: Option<RawDisk>,
+    update: Option<RawUpdate>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +109,14 @@ struct RawRootfs {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawUpdate {
+    #[serde(default)]
+    trusted_keys: Vec<String>,
+    signing_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawDisk {
     esp_mib: u64,
     root_mib: u64,
@@ -169,6 +178,7 @@ struct Merged {
     rootfs: Option<Src<RawRootfs>>,
     initramfs: Option<Src<RawInitramfs>>,
     disk: Option<Src<RawDisk>>,
+    update: Option<Src<RawUpdate>>,
 }
 
 impl Merged {
@@ -229,6 +239,7 @@ impl Merged {
         set(&mut self.rootfs, raw.rootfs, file, "rootfs");
         set(&mut self.initramfs, raw.initramfs, file, "initramfs");
         set(&mut self.disk, raw.disk, file, "disk");
+        set(&mut self.update, raw.update, file, "update");
     }
 }
 
@@ -417,6 +428,10 @@ pub struct Profile {
     pub initramfs_compression: Compression,
     /// The A/B disk image (`disk.raw`, `disk.qcow2`), when the profile has a `[disk]` table.
     pub disk: Option<DiskLayout>,
+    /// Update keys: the ones the image trusts (`/etc/shoal/update-keys`), `ed25519:<base64>`.
+    pub update_trusted_keys: Vec<String>,
+    /// The key that signs `update.bundle` (a path resolved against the profile's directory).
+    pub update_signing_key: Option<PathBuf>,
 }
 
 /// Partition sizes of the A/B disk image, in MiB. STATE is grown to fill the disk at first boot;
@@ -433,8 +448,9 @@ pub struct DiskLayout {
 /// Default mode of a `[[file]]`.
 const DEFAULT_FILE_MODE: u32 = 0o644;
 /// Files the builder writes into every root image; no `[[file]]` may replace them.
-const GENERATED_FILES: [&str; 6] = [
+const GENERATED_FILES: [&str; 7] = [
     "/etc/os-release",
+    "/etc/shoal/update-keys",
     "/etc/passwd",
     "/etc/group",
     "/etc/machine-id",
@@ -809,6 +825,23 @@ impl Profile {
             }
         };
 
+        let (update_trusted_keys, update_signing_key) = match m.update {
+            None => (Vec::new(), None),
+            Some(u) => {
+                for (i, key) in u.value.trusted_keys.iter().enumerate() {
+                    if let Err(e) = shoal_update::bundle::PublicKey::parse(key) {
+                        return Err(u.origin.error(&format!("trusted_keys[{i}]"), e.to_string()));
+                    }
+                }
+                let signing = u
+                    .value
+                    .signing_key
+                    .as_ref()
+                    .map(|path| u.origin.file.parent().unwrap_or(Path::new(".")).join(path));
+                (u.value.trusted_keys, signing)
+            }
+        };
+
         Ok(Profile {
             name: name.value,
             description,
@@ -827,6 +860,8 @@ impl Profile {
             rootfs_pcluster_size,
             initramfs_compression,
             disk,
+            update_trusted_keys,
+            update_signing_key,
         })
     }
 
@@ -1122,6 +1157,34 @@ compression = "none"
         );
         assert_eq!(p.initramfs_compression, Compression::None);
         assert_eq!(p.rootfs_compression, ErofsCompression::Lz4hc(12));
+    }
+
+    #[test]
+    fn disk_and_update_tables_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "base.toml", BASE);
+        let path = write(
+            dir.path(),
+            "child.toml",
+            "extends = \"base\"\n[disk]\nesp_mib = 64\nroot_mib = 128\nstate_mib = 32\n\
+             [update]\ntrusted_keys = [\"ed25519:TrPurddRvGWDXsRRBNa5ULTarVbMSA5W8LwwDrjFxL0=\"]\n\
+             signing_key = \"keys/dev.key\"\n",
+        );
+        let p = Profile::load(&path).unwrap();
+        assert_eq!(p.disk.as_ref().map(|d| d.root_mib), Some(128));
+        assert_eq!(p.update_trusted_keys.len(), 1);
+        assert_eq!(p.update_signing_key, Some(dir.path().join("keys/dev.key")));
+        let err =
+            load_err("extends = \"base\"\n[disk]\nesp_mib = 8\nroot_mib = 128\nstate_mib = 32\n");
+        assert!(
+            err.contains("disk.esp_mib") && err.contains("8 MiB"),
+            "{err}"
+        );
+        let err = load_err("extends = \"base\"\n[update]\ntrusted_keys = [\"rsa:AAAA\"]\n");
+        assert!(
+            err.contains("update.trusted_keys[0]") && err.contains("ed25519:"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -253,3 +253,49 @@ fn a_flipped_byte_in_the_root_slot_is_caught_by_dm_verity() -> anyhow::Result<()
     println!("tampered slot: {reason}");
     Ok(())
 }
+
+/// The test image's update bundle (signed with the development key its profile trusts) holds
+/// exactly what the disk's slot A holds, and a node trusting another key refuses it.
+#[test]
+fn the_update_bundle_holds_slot_a_signed_with_the_trusted_key() -> anyhow::Result<()> {
+    use shoal_update::bundle::{PublicKey, Reader, SigningKey};
+    let image = test_image()?;
+    let trusted = PublicKey::parse(
+        image
+            .manifest()
+            .update
+            .as_ref()
+            .map(|u| u.key.as_str())
+            .ok_or_else(|| anyhow::anyhow!("the test image has no update bundle"))?,
+    )?;
+    let bundle = image.dir().join("update.bundle");
+    let mut reader = Reader::open(File::open(&bundle)?, &[trusted], std::env::consts::ARCH)?;
+    let disk = image
+        .manifest()
+        .disk
+        .as_ref()
+        .expect("checked by partition()");
+    anyhow::ensure!(reader.manifest.root_hash == disk.root_hash);
+    anyhow::ensure!(reader.manifest.hash_offset == disk.hash_offset);
+    let mut parts = Vec::new();
+    for name in shoal_update::bundle::PARTS {
+        let mut bytes = Vec::new();
+        reader.copy_part(name, &mut bytes, |_| {})?;
+        parts.push(bytes);
+    }
+    anyhow::ensure!(
+        parts[0] == std::fs::read(image.kernel())?,
+        "vmlinuz differs"
+    );
+    let (slot_offset, _) = partition(&image, "shoal-root-a")?;
+    let mut slot = vec![0u8; parts[2].len()];
+    File::open(image.disk_raw())?.read_exact_at(&mut slot, slot_offset)?;
+    anyhow::ensure!(parts[2] == slot, "the root part is not slot A's content");
+    let (other, _) = SigningKey::generate()?;
+    let refused = Reader::open(File::open(&bundle)?, &[other.public()], "x86_64")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    anyhow::ensure!(refused.contains("does not trust"), "{refused}");
+    Ok(())
+}
