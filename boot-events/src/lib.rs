@@ -115,6 +115,17 @@ pub enum Event {
     /// The STATE partition could not be used: /var stays in memory for this boot.
     #[serde(rename = "state.failed")]
     StateFailed { partition: String, error: String },
+    /// PID 1 holds the watchdog: a machine whose PID 1 stops feeding it for `timeout_s` is
+    /// reset. `identity` is the driver's (`i6300ESB timer`, `Software Watchdog`).
+    #[serde(rename = "watchdog.armed")]
+    WatchdogArmed {
+        device: String,
+        identity: String,
+        timeout_s: u32,
+    },
+    /// No watchdog could be armed (no device, or it refused): hangs are not caught.
+    #[serde(rename = "watchdog.unavailable")]
+    WatchdogUnavailable { error: String },
     /// PID 1 is about to move onto the root filesystem and exec its init.
     #[serde(rename = "switch_root")]
     SwitchRoot { init: String },
@@ -283,6 +294,8 @@ impl Event {
             Event::RootVerity { .. } => "root.verity",
             Event::StateMounted { .. } => "state.mounted",
             Event::StateFailed { .. } => "state.failed",
+            Event::WatchdogArmed { .. } => "watchdog.armed",
+            Event::WatchdogUnavailable { .. } => "watchdog.unavailable",
             Event::SwitchRoot { .. } => "switch_root",
             Event::MachineId { .. } => "machine_id",
             Event::Hostname { .. } => "hostname",

@@ -31,6 +31,7 @@ use crate::power::{self, fatal};
 use crate::sys::{self, FinitLoader, UeventSocket};
 use crate::uevent;
 use crate::verity;
+use crate::watchdog::Feeder;
 
 const SYSROOT: &str = "/sysroot";
 const ROOT_INIT: &str = "/sbin/init";
@@ -557,6 +558,7 @@ fn root_stage() -> ! {
         Err(e) => tracing::error!("loopback: {e}"),
     }
 
+    let watchdog = arm_watchdog(&cmdline, &mut plug);
     let mut pid1 = MainLoop {
         plug,
         uevents,
@@ -564,6 +566,7 @@ fn root_stage() -> ! {
         power_buttons: Vec::new(),
         keeper: Keeper::default(),
         inventory: Refresh::default(),
+        watchdog,
     };
     pid1.open_power_buttons();
     pid1.inventory
@@ -573,6 +576,49 @@ fn root_stage() -> ! {
     pid1.start_supervisor();
     emit(Event::BootComplete);
     pid1.run()
+}
+
+/// Opens the watchdog with `shoal.watchdog=` as its timeout: the machine's hardware timer if a
+/// driver for one is bound, else the kernel's software watchdog.
+fn arm_watchdog(
+    cmdline: &Cmdline,
+    plug: &mut Coldplug<FinitLoader>,
+) -> Option<(sys::Watchdog, Feeder)> {
+    if cmdline.watchdog.is_zero() {
+        return None;
+    }
+    let device = Path::new("/dev/watchdog0");
+    if !device.exists() {
+        let mut outcome = Outcome::default();
+        plug.load_module("softdog", "", &mut outcome);
+        sys::wait_for(Duration::from_secs(1), || device.exists().then_some(()));
+    }
+    match sys::Watchdog::open(device, cmdline.watchdog) {
+        Ok((watchdog, identity, timeout_s)) => {
+            emit(Event::WatchdogArmed {
+                device: device.display().to_string(),
+                identity,
+                timeout_s,
+            });
+            if let Some(stall) = cmdline.test_watchdog_stall {
+                tracing::warn!(
+                    "shoaltest.watchdog_stall: PID 1 stops feeding the watchdog in {stall:?}"
+                );
+            }
+            let feeder = Feeder::new(
+                Duration::from_secs(timeout_s.max(1).into()),
+                Instant::now(),
+                cmdline.test_watchdog_stall,
+            );
+            Some((watchdog, feeder))
+        }
+        Err(e) => {
+            emit(Event::WatchdogUnavailable {
+                error: e.to_string(),
+            });
+            None
+        }
+    }
 }
 
 /// On a UEFI boot, the EFI variables (Secure Boot state, and the boot loader's entries and
@@ -655,6 +701,7 @@ struct MainLoop {
     power_buttons: Vec<(String, fs::File)>,
     keeper: Keeper,
     inventory: Refresh,
+    watchdog: Option<(sys::Watchdog, Feeder)>,
 }
 
 impl MainLoop {
@@ -672,10 +719,14 @@ impl MainLoop {
                 );
                 // Sleep until the supervisor is due for a restart, if it is down, or the
                 // inventory for a refresh.
-                let wake = [self.keeper.next_start(), self.inventory.deadline()]
-                    .into_iter()
-                    .flatten()
-                    .min();
+                let wake = [
+                    self.keeper.next_start(),
+                    self.inventory.deadline(),
+                    self.watchdog.as_ref().and_then(|(_, f)| f.deadline()),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
                 let timeout = wake.map_or(PollTimeout::NONE, |at| {
                     let ms = at.saturating_duration_since(Instant::now()).as_millis();
                     PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::NONE)
@@ -696,6 +747,11 @@ impl MainLoop {
                     .collect();
                 (ready(&fds[0]), ready(&fds[1]), pressed)
             };
+            if let Some((watchdog, feeder)) = &mut self.watchdog
+                && feeder.due(Instant::now())
+            {
+                watchdog.feed();
+            }
             if signal_ready {
                 self.handle_signals();
             }

@@ -97,6 +97,11 @@ pub struct Cmdline {
     pub root_hash: Option<String>,
     /// `shoal.hashoffset=`: where the slot's hash area starts, in bytes.
     pub hash_offset: Option<u64>,
+    /// `shoal.watchdog=SECONDS`: the watchdog's timeout; 0 leaves it off.
+    pub watchdog: Duration,
+    /// `shoaltest.watchdog_stall=SECONDS` (test images only): stop feeding the watchdog that
+    /// long after boot, as a hung PID 1 would.
+    pub test_watchdog_stall: Option<Duration>,
     pub hostname: Option<String>,
     pub reboot_delay: Duration,
     pub log_level: LogLevel,
@@ -117,6 +122,8 @@ impl Default for Cmdline {
             slot: None,
             root_hash: None,
             hash_offset: None,
+            watchdog: Duration::from_secs(60),
+            test_watchdog_stall: None,
             hostname: None,
             reboot_delay: Duration::from_secs(10),
             log_level: LogLevel::Info,
@@ -169,6 +176,8 @@ pub fn parse(line: &str) -> Cmdline {
         };
         if let Some(shoal_key) = key.strip_prefix("shoal.") {
             apply_shoal_key(&mut cmdline, shoal_key, value);
+        } else if key == "shoaltest.watchdog_stall" {
+            cmdline.test_watchdog_stall = value.and_then(parse_seconds);
         } else if let Some((module, _param)) = key.split_once('.') {
             // Kernel parameters with a dot are module parameters (`virtio_net.napi_tx=1`).
             // The part before the dot never contains '/' or '=' for a real module.
@@ -228,6 +237,11 @@ fn apply_shoal_key(cmdline: &mut Cmdline, key: &str, value: Option<&str>) {
             Ok(n) if n > 0 && n.is_multiple_of(4096) => cmdline.hash_offset = Some(n),
             _ => bad("must be a positive number of bytes, a multiple of 4096".into()),
         },
+        "watchdog" => match value.parse::<u32>() {
+            Ok(0) => cmdline.watchdog = Duration::ZERO,
+            Ok(n @ 5..=3600) => cmdline.watchdog = Duration::from_secs(n.into()),
+            _ => bad("must be 0 (off) or a whole number of seconds from 5 to 3600".into()),
+        },
         "hostname" => match validate_hostname(value) {
             Ok(()) => cmdline.hostname = Some(value.to_string()),
             Err(reason) => bad(reason),
@@ -249,6 +263,7 @@ fn known_key(key: &str) -> bool {
             | "slot"
             | "roothash"
             | "hashoffset"
+            | "watchdog"
             | "reboot_delay"
             | "hostname"
             | "log"
@@ -330,6 +345,20 @@ mod tests {
             bad.errors[2].contains("multiple of 4096"),
             "{:?}",
             bad.errors
+        );
+    }
+
+    #[test]
+    fn reads_the_watchdog_timeout() {
+        assert_eq!(parse("").watchdog, Duration::from_secs(60));
+        assert_eq!(parse("shoal.watchdog=0").watchdog, Duration::ZERO);
+        assert_eq!(parse("shoal.watchdog=20").watchdog, Duration::from_secs(20));
+        let bad = parse("shoal.watchdog=2");
+        assert_eq!(bad.watchdog, Duration::from_secs(60));
+        assert!(bad.errors[0].contains("5 to 3600"), "{:?}", bad.errors);
+        assert_eq!(
+            parse("shoaltest.watchdog_stall=3").test_watchdog_stall,
+            Some(Duration::from_secs(3))
         );
     }
 

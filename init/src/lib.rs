@@ -21,3 +21,4 @@ pub mod power;
 pub mod sys;
 pub mod uevent;
 pub mod verity;
+pub mod watchdog;

@@ -471,3 +471,60 @@ pub fn ext4_grow(mountpoint: &Path, blocks: u64) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// An open watchdog device. Dropping it without the magic close leaves it running: the machine
+/// is reset unless someone feeds it, which is the point.
+#[derive(Debug)]
+pub struct Watchdog {
+    file: File,
+}
+
+/// `_IOR('W', 0, struct watchdog_info)`, `_IOR('W', 5, int)`, `_IOWR('W', 6, int)`.
+const WDIOC_GETSUPPORT: libc::c_ulong = 0x8028_5700;
+const WDIOC_KEEPALIVE: libc::c_ulong = 0x8004_5705;
+const WDIOC_SETTIMEOUT: libc::c_ulong = 0xc004_5706;
+
+impl Watchdog {
+    /// Opens `path` (opening starts the timer), sets `timeout` and returns the device with the
+    /// driver's identity and the timeout it accepted.
+    pub fn open(path: &Path, timeout: Duration) -> io::Result<(Watchdog, String, u32)> {
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(context(path.display()))?;
+        let mut info = [0u8; 40];
+        // SAFETY: WDIOC_GETSUPPORT fills a 40-byte struct watchdog_info; `info` is that size.
+        let identity =
+            if unsafe { libc::ioctl(file.as_raw_fd(), WDIOC_GETSUPPORT as _, info.as_mut_ptr()) }
+                == 0
+            {
+                let name = &info[8..40];
+                let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+                String::from_utf8_lossy(&name[..end]).into_owned()
+            } else {
+                String::new()
+            };
+        let mut seconds: libc::c_int = timeout.as_secs().try_into().unwrap_or(libc::c_int::MAX);
+        // SAFETY: WDIOC_SETTIMEOUT reads and writes back one int that lives for the call.
+        if unsafe { libc::ioctl(file.as_raw_fd(), WDIOC_SETTIMEOUT as _, &mut seconds) } < 0 {
+            return Err(context(format_args!(
+                "setting a {}-second timeout on {}",
+                timeout.as_secs(),
+                path.display()
+            ))(io::Error::last_os_error()));
+        }
+        let watchdog = Watchdog { file };
+        watchdog.feed();
+        Ok((watchdog, identity, seconds.max(0) as u32))
+    }
+
+    /// Restarts the timer.
+    pub fn feed(&self) {
+        let mut dummy: libc::c_int = 0;
+        // SAFETY: WDIOC_KEEPALIVE takes (and ignores) an int pointer that lives for the call.
+        if unsafe { libc::ioctl(self.file.as_raw_fd(), WDIOC_KEEPALIVE as _, &mut dummy) } < 0 {
+            tracing::warn!("feeding the watchdog: {}", io::Error::last_os_error());
+        }
+    }
+}
