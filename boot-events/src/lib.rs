@@ -126,6 +126,26 @@ pub enum Event {
     /// No watchdog could be armed (no device, or it refused): hangs are not caught.
     #[serde(rename = "watchdog.unavailable")]
     WatchdogUnavailable { error: String },
+    /// An update bundle was verified and written to the other slot, which is now the default
+    /// on trial.
+    #[serde(rename = "update.applied")]
+    UpdateApplied {
+        slot: String,
+        version: String,
+        bytes: u64,
+        ms: f64,
+    },
+    /// The slot on trial proved healthy (the node is back in its cluster): it is now good.
+    #[serde(rename = "update.blessed")]
+    UpdateBlessed { slot: String },
+    /// The last update ran out of tries without becoming healthy; the node is back on the old
+    /// slot, and says so.
+    #[serde(rename = "update.failed")]
+    UpdateFailed { message: String },
+    /// A slot on trial did not become healthy in time: the node reboots so the boot counter
+    /// moves on.
+    #[serde(rename = "update.unhealthy")]
+    UpdateUnhealthy { reason: String },
     /// PID 1 is about to move onto the root filesystem and exec its init.
     #[serde(rename = "switch_root")]
     SwitchRoot { init: String },
@@ -296,6 +316,10 @@ impl Event {
             Event::StateFailed { .. } => "state.failed",
             Event::WatchdogArmed { .. } => "watchdog.armed",
             Event::WatchdogUnavailable { .. } => "watchdog.unavailable",
+            Event::UpdateApplied { .. } => "update.applied",
+            Event::UpdateBlessed { .. } => "update.blessed",
+            Event::UpdateFailed { .. } => "update.failed",
+            Event::UpdateUnhealthy { .. } => "update.unhealthy",
             Event::SwitchRoot { .. } => "switch_root",
             Event::MachineId { .. } => "machine_id",
             Event::Hostname { .. } => "hostname",

@@ -13,7 +13,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::tls;
 use crate::types::{
-    Cas, CasFailed, ErrorBody, KeyValue, Members, NodeView, NodesWatch, Put, Status, Watch, Written,
+    Cas, CasFailed, ErrorBody, KeyValue, Members, NodeView, NodesWatch, Put, Status, UpdateApplied,
+    UpdateStatus, Watch, Written,
 };
 
 /// Why a call failed.
@@ -186,6 +187,22 @@ impl Client {
             return Err(api_error(status, &bytes));
         }
         decode(&bytes, &endpoint)
+    }
+
+    /// The answering node's slots (`GET /v1/update`).
+    pub async fn update_status(&self) -> Result<UpdateStatus, ClientError> {
+        self.json(Method::GET, "/v1/update", None).await
+    }
+
+    /// Sends an update bundle to the answering node, which verifies and installs it in its
+    /// other slot (`POST /v1/update`).
+    pub async fn update_apply(&self, bundle: Vec<u8>) -> Result<UpdateApplied, ClientError> {
+        self.json(Method::POST, "/v1/update", Some(bundle)).await
+    }
+
+    /// Makes the answering node's other slot the default again (`POST /v1/update/rollback`).
+    pub async fn update_rollback(&self) -> Result<UpdateStatus, ClientError> {
+        self.json(Method::POST, "/v1/update/rollback", None).await
     }
 
     pub async fn status(&self) -> Result<Status, ClientError> {

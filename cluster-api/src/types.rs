@@ -80,6 +80,40 @@ pub fn nodes_tag(nodes: &[NodeView]) -> String {
     crate::identity::hex(&hash.finalize()[..12])
 }
 
+/// One root slot in `GET /v1/update`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateSlot {
+    /// `a` or `b`.
+    pub slot: String,
+    pub booted: bool,
+    /// The slot the boot loader starts next.
+    pub default: bool,
+    /// The version its boot entry starts, if it has one.
+    pub version: Option<String>,
+    /// `good`, `trial` (on probation, `tries_left`), `failed` (no tries left) or `empty`.
+    pub state: String,
+    pub tries_left: Option<u32>,
+}
+
+/// `GET /v1/update`: the answering node's slots and its last update's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    pub booted: String,
+    pub slots: Vec<UpdateSlot>,
+    pub last_result: Option<String>,
+}
+
+/// `POST /v1/update` (the body is the bundle): what was installed, on trial until the node is
+/// healthy after the reboot into it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateApplied {
+    pub slot: String,
+    pub version: String,
+    /// The key that signed the bundle.
+    pub signer: String,
+    pub bytes: u64,
+}
+
 /// `GET /v1/members`: consensus membership.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Members {

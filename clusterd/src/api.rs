@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::daemon::Node;
 use crate::peer::Failure;
 use crate::state::{Command, Outcome, Value};
+use crate::update::UpdateError;
 
 /// The largest request body accepted (a value is at most 64 KiB).
 const MAX_BODY: usize = 128 * 1024;
@@ -259,7 +260,28 @@ async fn handle(node: &Node, tokens: &Tokens, request: Request<Incoming>) -> Rep
             .await
         }
         (Method::GET, ["v1", "watch"]) => watch(node, &query).await,
-        (method, ["v1", "status" | "nodes" | "members" | "watch", ..] | ["v1", "kv", ..]) => error(
+        (Method::GET, ["v1", "update"]) => match node.updater.status() {
+            Ok(status) => json(StatusCode::OK, &status),
+            Err(e) => update_error(e),
+        },
+        (Method::POST, ["v1", "update"]) => apply_update(node, request).await,
+        (Method::POST, ["v1", "update", "rollback"]) => {
+            let updater = node.updater.clone();
+            match tokio::task::spawn_blocking(move || updater.rollback()).await {
+                Ok(Ok(status)) => json(StatusCode::OK, &status),
+                Ok(Err(e)) => update_error(e),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        (
+            method,
+            [
+                "v1",
+                "status" | "nodes" | "members" | "watch" | "update",
+                ..,
+            ]
+            | ["v1", "kv", ..],
+        ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{method} {path} is not served (see /v1/openapi.json)"),
         ),
@@ -267,6 +289,68 @@ async fn handle(node: &Node, tokens: &Tokens, request: Request<Incoming>) -> Rep
             StatusCode::NOT_FOUND,
             format!("no endpoint {path} (see /v1/openapi.json)"),
         ),
+    }
+}
+
+fn update_error(e: UpdateError) -> Reply {
+    match e {
+        UpdateError::Refused(m) => error(StatusCode::CONFLICT, m),
+        UpdateError::Failed(m) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
+    }
+}
+
+/// The request body as a blocking reader for the updater, fed chunk by chunk from the async
+/// side (which never blocks: the channel is bounded and awaited).
+struct BodyReader {
+    chunks: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
+    current: Bytes,
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(Ok(bytes)) => self.current = bytes,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Streams a bundle from the request body into the updater, which verifies it as it goes.
+async fn apply_update(node: &Node, request: Request<Incoming>) -> Reply {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let updater = node.updater.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        updater.apply(BodyReader {
+            chunks: rx,
+            current: Bytes::new(),
+        })
+    });
+    let mut body = request.into_body();
+    while let Some(frame) = body.frame().await {
+        let chunk = match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => Ok(data),
+                Err(_) => continue, // trailers
+            },
+            Err(e) => Err(format!("reading the upload: {e}")),
+        };
+        let failed = chunk.is_err();
+        // The updater stops reading when it refuses the bundle: stop sending then.
+        if tx.send(chunk).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(tx);
+    match task.await {
+        Ok(Ok(applied)) => json(StatusCode::OK, &applied),
+        Ok(Err(e)) => update_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Options {
     pub forget_after: Duration,
     /// The hardware inventory file to publish (`shoal_inventory::RUN_PATH`); `None`: none.
     pub inventory: Option<PathBuf>,
+    /// A/B updates of this node (when it booted from a disk slot).
+    pub update: crate::update::UpdateOptions,
 }
 
 impl Default for Options {
@@ -69,6 +71,7 @@ impl Default for Options {
             replace_after: Duration::from_secs(30),
             inventory: Some(PathBuf::from(shoal_inventory::RUN_PATH)),
             forget_after: Duration::from_secs(600),
+            update: crate::update::UpdateOptions::default(),
         }
     }
 }
@@ -111,6 +114,8 @@ pub(crate) struct Node {
     info: NodeInfo,
     /// When a member's heartbeat is too old to call it healthy.
     pub(crate) unhealthy_after: Duration,
+    /// This node's A/B updates.
+    pub(crate) updater: Arc<crate::update::Updater>,
     /// A leader has sent this node log entries or a snapshot.
     contacted: AtomicBool,
     joining: AtomicBool,
@@ -146,8 +151,15 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow!("{}", list.join("; "))
     })?;
+    let updater = Arc::new(crate::update::Updater::new(
+        &options.update,
+        &config.update.trusted_keys,
+    ));
+    updater.notice_failed_update();
     let cluster = &config.cluster;
     let Some(secret) = &cluster.secret else {
+        // No cluster to rejoin: running with the network online is all the health there is.
+        updater.bless();
         let reason = format!(
             "{source} has no cluster.secret: without one this node neither forms nor joins a \
              cluster (`shoalctl gen config` makes a configuration with one)"
@@ -263,10 +275,25 @@ async fn serve(options: Options) -> anyhow::Result<()> {
             public_key: identity.public_key.clone(),
         },
         unhealthy_after: options.unhealthy_after,
+        updater: updater.clone(),
         contacted: AtomicBool::new(false),
         joining: AtomicBool::new(false),
         changing: AtomicBool::new(false),
     });
+    if node.updater.on_trial() {
+        // A new slot that does not get back into the cluster in time is given up on: the
+        // reboot spends one of its tries, and the last one sends the node back.
+        let updater = node.updater.clone();
+        let timeout = options.update.health_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if updater.on_trial() {
+                crate::update::reboot(&format!(
+                    "the slot on trial did not rejoin the cluster within {timeout:?}"
+                ));
+            }
+        });
+    }
     tracing::info!(
         node = id,
         cluster = %cluster.name,
@@ -364,6 +391,9 @@ async fn serve(options: Options) -> anyhow::Result<()> {
             formation.set_member(cluster_id, Some(leader));
             if !reported_member {
                 reported_member = true;
+                // Back in the cluster: a slot on trial has proved itself.
+                let updater = node.updater.clone();
+                tokio::task::spawn_blocking(move || updater.bless());
                 if let Some(dir) = &options.data_dir
                     && identity.cluster_id != Some(cluster_id)
                     && let Err(e) = crate::identity::save_cluster(dir, cluster_id)

@@ -17,4 +17,5 @@ pub mod peer;
 pub mod raft;
 pub mod random;
 pub mod state;
+pub mod update;
 pub mod voters;

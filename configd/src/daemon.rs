@@ -34,6 +34,8 @@ pub struct Options {
     pub proc: PathBuf,
     /// Block devices, for a NoCloud volume (`CIDATA`).
     pub dev: PathBuf,
+    /// Where PID 1 mounts the ESP of a disk boot (read there rather than mounted again).
+    pub esp_mount: PathBuf,
     /// The node's resolved configuration goes to `<run_dir>/config.toml`.
     pub run_dir: PathBuf,
     /// Where the last good configuration is kept across reboots, when writable.
@@ -52,6 +54,7 @@ impl Default for Options {
             sys: "/sys".into(),
             proc: "/proc".into(),
             dev: "/dev".into(),
+            esp_mount: crate::esp::BOOT_MOUNT.into(),
             run_dir: "/run/shoal".into(),
             state_dir: "/var/lib/shoal".into(),
             netd_socket: shoal_api::network::SOCKET.into(),
@@ -192,7 +195,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 /// Reads every source this node has.
 fn gather(options: &Options, cmdline: &str, url: Option<&str>, facts: &NodeFacts) -> Gathered {
     let mut gathered = Gathered::default();
-    match crate::esp::read(&options.sys, &options.dev, &options.run_dir.join("esp")) {
+    match crate::esp::read(
+        &options.sys,
+        &options.dev,
+        &options.esp_mount,
+        &options.run_dir.join("esp"),
+    ) {
         Ok(Some(document)) => gathered.documents.push(document),
         Ok(None) => {}
         Err(reason) => gathered.failures.push(("esp".into(), reason)),

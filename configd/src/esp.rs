@@ -33,12 +33,25 @@ pub fn document(dir: &Path, origin: &str) -> Result<Option<Document>, String> {
     }
 }
 
-/// Finds the ESP, mounts it read-only in `mount_dir` and reads the configuration from it.
-/// `Ok(None)`: no ESP (a PXE or cloud-image boot) or no configuration on it.
-pub fn read(sys: &Path, dev: &Path, mount_dir: &Path) -> Result<Option<Document>, String> {
+/// Where PID 1 mounts the boot disk's ESP (for the updater).
+pub const BOOT_MOUNT: &str = "/run/shoal/boot";
+
+/// Finds the ESP and reads the configuration from it: where PID 1 has it mounted
+/// (`mounted`, when that holds the ESP's `loader/`), else mounted read-only in `mount_dir` for
+/// the moment it takes. `Ok(None)`: no ESP (a PXE or cloud-image boot) or no configuration on
+/// it.
+pub fn read(
+    sys: &Path,
+    dev: &Path,
+    mounted: &Path,
+    mount_dir: &Path,
+) -> Result<Option<Document>, String> {
     let Some(volume) = crate::volume::find_labelled(sys, dev, LABEL, &["vfat"]) else {
         return Ok(None);
     };
+    if mounted.join("loader").is_dir() {
+        return document(mounted, &dev.join(&volume.device).display().to_string());
+    }
     crate::volume::with_mounted(dev, &volume, mount_dir, document)
 }
 

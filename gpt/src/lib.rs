@@ -22,6 +22,7 @@
 //! table therefore never renumbers partitions.
 
 mod guid;
+pub mod sysfs;
 mod table;
 
 pub use guid::Guid;

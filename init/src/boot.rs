@@ -32,6 +32,7 @@ use crate::sys::{self, FinitLoader, UeventSocket};
 use crate::uevent;
 use crate::verity;
 use crate::watchdog::Feeder;
+use shoal_gpt::sysfs;
 
 const SYSROOT: &str = "/sysroot";
 const ROOT_INIT: &str = "/sbin/init";
@@ -260,9 +261,9 @@ fn mount_slot(cmdline: &Cmdline, slot: Slot, plug: &mut Coldplug<FinitLoader>) {
     let sys_root = Path::new("/sys");
     // The disk may still be probing: wait for the partition to show up, then insist on one.
     sys::wait_for(cmdline.root_wait, || {
-        (!disk::find_partitions(sys_root, &name).is_empty()).then_some(())
+        (!sysfs::find_partitions(sys_root, &name).is_empty()).then_some(())
     });
-    let part = disk::find_one(sys_root, &name, None).unwrap_or_else(|e| {
+    let part = sysfs::find_one(sys_root, &name, None).unwrap_or_else(|e| {
         fatal(format!(
             "root slot {}: {e} after {:.1} s (shoal.rootwait=)",
             slot.as_str(),
@@ -325,13 +326,13 @@ fn mount_state(slot: Slot, plug: &mut Coldplug<FinitLoader>) {
     let sys_root = Path::new("/sys");
     let mut outcome = Outcome::default();
     plug.load_module("ext4", "", &mut outcome);
-    let part = match disk::find_one(sys_root, &slot.partition_name(), None)
-        .and_then(|root| disk::find_one(sys_root, disk::STATE_NAME, Some(&root.disk)))
+    let part = match sysfs::find_one(sys_root, &slot.partition_name(), None)
+        .and_then(|root| sysfs::find_one(sys_root, sysfs::STATE_NAME, Some(&root.disk)))
     {
         Ok(part) => part,
         Err(error) => {
             emit(Event::StateFailed {
-                partition: disk::STATE_NAME.into(),
+                partition: sysfs::STATE_NAME.into(),
                 error,
             });
             return;
@@ -352,7 +353,7 @@ fn mount_state(slot: Slot, plug: &mut Coldplug<FinitLoader>) {
         }
     };
     let device = PathBuf::from("/dev").join(&part.name);
-    let bytes = disk::find_one(sys_root, disk::STATE_NAME, Some(&part.disk))
+    let bytes = sysfs::find_one(sys_root, sysfs::STATE_NAME, Some(&part.disk))
         .map(|p| p.sectors * 512)
         .unwrap_or(part.sectors * 512);
     let flags = nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV;
@@ -382,13 +383,56 @@ fn mount_state(slot: Slot, plug: &mut Coldplug<FinitLoader>) {
     });
 }
 
+/// Mounts the boot disk's ESP on /run/shoal/boot for the updater (root only: FAT has no owners,
+/// so the mount's mask keeps everyone else out). Without it the node boots, but cannot update.
+fn mount_esp(slot: Slot, plug: &mut Coldplug<FinitLoader>) {
+    const TARGET: &str = "/run/shoal/boot";
+    let sys_root = Path::new("/sys");
+    let esp = sysfs::find_one(sys_root, &slot.partition_name(), None)
+        .and_then(|root| sysfs::find_one(sys_root, sysfs::ESP_NAME, Some(&root.disk)));
+    let esp = match esp {
+        Ok(esp) => esp,
+        Err(e) => {
+            tracing::warn!("no ESP to update: {e}");
+            return;
+        }
+    };
+    let mut outcome = Outcome::default();
+    for module in ["vfat", "nls_cp437", "nls_ascii"] {
+        plug.load_module(module, "", &mut outcome);
+    }
+    let device = PathBuf::from("/dev").join(&esp.name);
+    let flags = nix::mount::MsFlags::MS_NOSUID
+        | nix::mount::MsFlags::MS_NODEV
+        | nix::mount::MsFlags::MS_NOEXEC;
+    let result = fs::create_dir_all(TARGET)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            nix::mount::mount(
+                Some(&device),
+                TARGET,
+                Some("vfat"),
+                flags,
+                Some("umask=0077,flush"),
+            )
+            .map_err(|e| e.desc().to_string())
+        });
+    match result {
+        Ok(()) => tracing::info!("ESP {} mounted on {TARGET}", device.display()),
+        Err(e) => tracing::error!("mounting the ESP {} on {TARGET}: {e}", device.display()),
+    }
+}
+
 /// Extends the STATE partition to the end of its disk when it is the last partition and the
 /// disk is larger than the table says (an image written to a bigger disk). The backup table is
 /// written at the disk's end first and the primary last, each synced, so a power cut leaves
 /// either the old layout or the new one. Returns the size before, when it grew.
-fn grow_state_partition(sys_root: &Path, part: &disk::PartitionDev) -> Result<Option<u64>, String> {
+fn grow_state_partition(
+    sys_root: &Path,
+    part: &sysfs::PartitionDev,
+) -> Result<Option<u64>, String> {
     use std::os::unix::fs::FileExt;
-    let sectors = disk::disk_sectors(sys_root, &part.disk)
+    let sectors = sysfs::disk_sectors(sys_root, &part.disk)
         .ok_or_else(|| format!("size of {} unknown", part.disk))?;
     let node = PathBuf::from("/dev").join(&part.disk);
     let file = fs::OpenOptions::new()
@@ -406,7 +450,7 @@ fn grow_state_partition(sys_root: &Path, part: &disk::PartitionDev) -> Result<Op
         .enumerate()
         .max_by_key(|(_, p)| p.first_lba)
         .ok_or("no partitions")?;
-    if last.0 as u32 + 1 != part.number || last.1.name != disk::STATE_NAME {
+    if last.0 as u32 + 1 != part.number || last.1.name != sysfs::STATE_NAME {
         return Ok(None); // STATE is not last: nothing to grow into
     }
     // A table whose last partition already fills the disk may still have its backup copy at
@@ -526,6 +570,7 @@ fn root_stage() -> ! {
     mount_efivars(&mut plug);
     if let Some(slot) = cmdline.slot {
         mount_state(slot, &mut plug);
+        mount_esp(slot, &mut plug);
     }
 
     let sys_root = Path::new("/sys");

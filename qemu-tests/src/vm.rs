@@ -115,6 +115,7 @@ pub struct VmBuilder {
     nics: Vec<NicSpec>,
     pxe: bool,
     uefi: bool,
+    uefi_vars: Option<PathBuf>,
     firmware_boot: bool,
     args: Vec<String>,
     accel: Option<Accel>,
@@ -136,6 +137,7 @@ impl VmBuilder {
             nics: Vec::new(),
             pxe: false,
             uefi: false,
+            uefi_vars: None,
             firmware_boot: false,
             args: Vec::new(),
             accel: None,
@@ -250,6 +252,14 @@ impl VmBuilder {
         self
     }
 
+    /// UEFI with the variable store in `vars` (created from OVMF's template when missing), so
+    /// it outlives this VM: a later VM on the same disk reboots the same machine.
+    pub fn uefi_vars(mut self, vars: impl Into<PathBuf>) -> Self {
+        self.uefi = true;
+        self.uefi_vars = Some(vars.into());
+        self
+    }
+
     /// The firmware boots from the VM's disks (no `-kernel`): the disk image's own bootloader,
     /// kernel and command line.
     pub fn firmware_boot(mut self) -> Self {
@@ -356,10 +366,15 @@ impl VmBuilder {
             args.extend(["-append".into(), cmdline.join(" ")]);
         }
         if self.uefi {
-            let vars = dir.join("OVMF_VARS.fd");
-            std::fs::copy(OVMF_VARS, &vars).map_err(|e| {
-                self.config_error(format!("copying {OVMF_VARS}: {e} (package ovmf)"))
-            })?;
+            let vars = self
+                .uefi_vars
+                .clone()
+                .unwrap_or_else(|| dir.join("OVMF_VARS.fd"));
+            if !vars.exists() {
+                std::fs::copy(OVMF_VARS, &vars).map_err(|e| {
+                    self.config_error(format!("copying {OVMF_VARS}: {e} (package ovmf)"))
+                })?;
+            }
             args.extend([
                 "-drive".into(),
                 format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),

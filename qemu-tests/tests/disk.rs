@@ -33,6 +33,39 @@ fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// The image flashed onto a 1 GiB disk in `dir`, with a one-node cluster's machine
+/// configuration dropped onto its ESP the way an edge appliance gets it before shipping; the
+/// configuration is also `dir/machine.toml`, for shoalctl.
+fn flash(image: &Image, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let disk = dir.join("disk.raw");
+    let disk_arg = disk.display().to_string();
+    run(
+        "cp",
+        &[
+            "--sparse=always",
+            &image.disk_raw().display().to_string(),
+            &disk_arg,
+        ],
+    )?;
+    run("truncate", &["-s", "1G", &disk_arg])?;
+    let config = dir.join("machine.toml");
+    std::fs::write(
+        &config,
+        format!("[cluster]\nname = \"disk\"\nsecret = \"{SECRET}\"\nexpected_size = 1\n"),
+    )?;
+    let (esp_offset, _) = partition(image, "ESP")?;
+    run(
+        "mcopy",
+        &[
+            "-i",
+            &format!("{disk_arg}@@{esp_offset}"),
+            &config.display().to_string(),
+            "::shoal/machine.toml",
+        ],
+    )?;
+    Ok(disk)
+}
+
 /// Where partition `name` of the image's disk starts, and its size, from the manifest.
 fn partition(image: &Image, name: &str) -> anyhow::Result<(u64, u64)> {
     let disk = image
@@ -49,8 +82,10 @@ fn partition(image: &Image, name: &str) -> anyhow::Result<(u64, u64)> {
 }
 
 fn boot(name: &str, network: &Network, disk: &Path) -> anyhow::Result<Vm> {
+    // The variable store lives next to the disk: the same machine across reboots.
+    let vars = disk.with_extension("vars");
     Ok(Vm::builder(name)
-        .uefi()
+        .uefi_vars(vars)
         .firmware_boot()
         .disk(Disk::virtio(disk))
         .nic(network, NicModel::VirtioNet)
@@ -103,34 +138,8 @@ fn a_flashed_disk_boots_its_verified_slot_grows_state_and_keeps_the_node_identit
     let mut network = Network::new()?;
     network.start_dnsmasq(network.dhcp_config())?;
     let dir = tempfile::tempdir()?;
-    // The image flashed onto a 1 GiB disk, with the machine configuration dropped onto its ESP
-    // the way an edge appliance gets it before shipping.
-    let disk = dir.path().join("disk.raw");
+    let disk = flash(&image, dir.path())?;
     let disk_arg = disk.display().to_string();
-    run(
-        "cp",
-        &[
-            "--sparse=always",
-            &image.disk_raw().display().to_string(),
-            &disk_arg,
-        ],
-    )?;
-    run("truncate", &["-s", "1G", &disk_arg])?;
-    let config = dir.path().join("machine.toml");
-    std::fs::write(
-        &config,
-        format!("[cluster]\nname = \"disk\"\nsecret = \"{SECRET}\"\nexpected_size = 1\n"),
-    )?;
-    let (esp_offset, _) = partition(&image, "ESP")?;
-    run(
-        "mcopy",
-        &[
-            "-i",
-            &format!("{disk_arg}@@{esp_offset}"),
-            &config.display().to_string(),
-            "::shoal/machine.toml",
-        ],
-    )?;
     let (state_offset, state_size) = partition(&image, "shoal-state")?;
 
     let vm = boot("disk-first", &network, &disk)?;
@@ -297,5 +306,143 @@ fn the_update_bundle_holds_slot_a_signed_with_the_trusted_key() -> anyhow::Resul
         .map(|e| e.to_string())
         .unwrap_or_default();
     anyhow::ensure!(refused.contains("does not trust"), "{refused}");
+    Ok(())
+}
+
+/// shoalctl from the host against the one-node cluster of a VM booted with [`flash`].
+fn ctl(vm: &Vm, network: &Network, dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let address = vm
+        .events()
+        .into_iter()
+        .find_map(|e| match e.record.event {
+            Event::DhcpBound { address, .. } => address.split('/').next().map(str::to_owned),
+            _ => None,
+        })
+        .ok_or_else(|| fail(vm, "no lease".into()))?;
+    let machine = dir.join("machine.toml").display().to_string();
+    let endpoint = format!("{address}:7443");
+    let connection = ["--machine-config", &machine, "--endpoint", &endpoint];
+    shoal_qemu_tests::testing::shoalctl(network, &[args, &connection[..]].concat())
+}
+
+fn update_status(vm: &Vm, network: &Network, dir: &Path) -> anyhow::Result<serde_json::Value> {
+    Ok(serde_json::from_str(&ctl(
+        vm,
+        network,
+        dir,
+        &["update", "status", "-o", "json"],
+    )?)?)
+}
+
+#[test]
+fn an_update_goes_to_slot_b_is_blessed_once_the_node_is_back_and_survives_a_reboot()
+-> anyhow::Result<()> {
+    let image = test_image()?;
+    let mut network = Network::new()?;
+    network.start_dnsmasq(network.dhcp_config())?;
+    let dir = tempfile::tempdir()?;
+    let disk = flash(&image, dir.path())?;
+    let bundle = std::fs::read(image.dir().join("update.bundle"))?;
+
+    let vm = boot("update-a", &network, &disk)?;
+    member_and_state(&vm)?;
+    // Refused bundles change nothing: a forged manifest, a truncated body.
+    let mut forged = bundle[..8192].to_vec();
+    forged[100] ^= 1;
+    let truncated = bundle[..1 << 20].to_vec();
+    for (what, bytes, expected) in [
+        ("forged", forged, "bad signature"),
+        ("truncated", truncated, "truncated"),
+    ] {
+        let file = dir.path().join(format!("{what}.bundle"));
+        std::fs::write(&file, bytes)?;
+        let err = ctl(
+            &vm,
+            &network,
+            dir.path(),
+            &["update", "apply", &file.display().to_string()],
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        if !err.contains(expected) {
+            return Err(fail(
+                &vm,
+                format!("{what} bundle: {err:?}, expected {expected:?}"),
+            ));
+        }
+    }
+    let status = update_status(&vm, &network, dir.path())?;
+    if status["slots"][1]["state"] != "empty" || status["slots"][0]["default"] != true {
+        return Err(fail(
+            &vm,
+            format!("refused bundles changed the slots: {status}"),
+        ));
+    }
+
+    let started = std::time::Instant::now();
+    let applied: serde_json::Value = serde_json::from_str(&ctl(
+        &vm,
+        &network,
+        dir.path(),
+        &[
+            "update",
+            "apply",
+            &image.dir().join("update.bundle").display().to_string(),
+            "-o",
+            "json",
+        ],
+    )?)?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "update apply: {:.1} MiB in {seconds:.1} s ({:.1} MiB/s) under TCG",
+        bundle.len() as f64 / (1 << 20) as f64,
+        bundle.len() as f64 / (1 << 20) as f64 / seconds
+    );
+    if applied["slot"] != "b" {
+        return Err(fail(&vm, format!("applied {applied}")));
+    }
+    let status = update_status(&vm, &network, dir.path())?;
+    if status["slots"][1]["state"] != "trial" || status["slots"][1]["default"] != true {
+        return Err(fail(&vm, format!("after apply: {status}")));
+    }
+    vm.ctrl_alt_delete()?;
+    vm.wait_exit(step_timeout())
+        .map_err(|e| fail(&vm, e.to_string()))?;
+    drop(vm);
+
+    // The reboot runs slot B on trial; back in its cluster, the node blesses it.
+    let vm = boot("update-b", &network, &disk)?;
+    let booted = vm
+        .wait_for_event("root.verity", boot_timeout())
+        .map_err(|e| fail(&vm, e.to_string()))?;
+    if !matches!(&booted.event, Event::RootVerity { slot, partition, .. } if slot == "b" && partition == "vda3")
+    {
+        return Err(fail(&vm, format!("booted {booted:?}")));
+    }
+    let blessed = vm
+        .wait_for_event("update.blessed", boot_timeout())
+        .map_err(|e| fail(&vm, e.to_string()))?;
+    println!(
+        "update: slot b blessed {:.2} s after QEMU started",
+        blessed.t
+    );
+    let status = update_status(&vm, &network, dir.path())?;
+    if status["booted"] != "b" || status["slots"][1]["state"] != "good" {
+        return Err(fail(&vm, format!("after blessing: {status}")));
+    }
+    vm.ctrl_alt_delete()?;
+    vm.wait_exit(step_timeout())
+        .map_err(|e| fail(&vm, e.to_string()))?;
+    drop(vm);
+
+    // And it stays on B.
+    let vm = boot("update-b-again", &network, &disk)?;
+    let booted = vm
+        .wait_for_event("root.verity", boot_timeout())
+        .map_err(|e| fail(&vm, e.to_string()))?;
+    if !matches!(&booted.event, Event::RootVerity { slot, .. } if slot == "b") {
+        return Err(fail(&vm, format!("the second reboot booted {booted:?}")));
+    }
     Ok(())
 }

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use shoal_cluster_api::client::{CasOutcome, Client, ClientError};
 use shoal_cluster_api::identity::{Identity, admin_credential, parse_server_key};
-use shoal_cluster_api::types::{KeyValue, Members, NodeView, Status, Watch, Written};
+use shoal_cluster_api::types::{KeyValue, Members, NodeView, Status, UpdateStatus, Watch, Written};
 use shoal_config::MachineConfig;
 
 use crate::table::{or_dash, render};
@@ -48,6 +48,28 @@ pub enum ClusterCommand {
     Kv(KvCommand),
     /// Print changes to the key-value space as they happen, until Ctrl-C.
     Watch(WatchArgs),
+    /// A/B updates of the node an endpoint reaches: `apply` a signed bundle to its other slot,
+    /// `status` of both slots, `rollback` to the other slot.
+    #[command(subcommand)]
+    Update(UpdateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpdateCommand {
+    /// Send a bundle (`update.bundle` from image-build) to the node: it verifies the signature
+    /// and every hash, writes its other slot and makes it the default on trial; reboot the node
+    /// to switch. Nothing changes when the bundle is refused.
+    Apply {
+        /// The bundle file.
+        bundle: PathBuf,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// The node's slots: which one booted, which is the default, versions, trial state, and
+    /// how the last update ended.
+    Status(Connection),
+    /// Make the node's other slot the default again (it boots at the next reboot).
+    Rollback(Connection),
 }
 
 /// Where and how to reach the cluster, and how to print the answer: every cluster command
@@ -199,6 +221,39 @@ pub async fn run(command: ClusterCommand) -> Result<()> {
         ClusterCommand::Node(args) => {
             let node = connect(&args.connection)?.node(&args.node).await?;
             show(args.connection.output, &node, node_table)
+        }
+        ClusterCommand::Update(UpdateCommand::Apply { bundle, connection }) => {
+            let bytes =
+                std::fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
+            eprintln!(
+                "sending {} ({:.1} MiB); the node verifies it as it arrives",
+                bundle.display(),
+                bytes.len() as f64 / (1 << 20) as f64
+            );
+            let started = std::time::Instant::now();
+            // Writing a slot takes a while: wait up to 10 minutes for the answer.
+            let applied = connect(&connection)?
+                .with_timeout(Duration::from_secs(600))
+                .update_apply(bytes)
+                .await?;
+            let seconds = started.elapsed().as_secs_f64();
+            show(connection.output, &applied, |a| {
+                format!(
+                    "{} installed in slot {} ({:.1} MiB in {seconds:.1} s, signed by {}); reboot the node to try it\n",
+                    a.version,
+                    a.slot,
+                    a.bytes as f64 / (1 << 20) as f64,
+                    a.signer
+                )
+            })
+        }
+        ClusterCommand::Update(UpdateCommand::Status(c)) => {
+            let status = connect(&c)?.update_status().await?;
+            show(c.output, &status, update_table)
+        }
+        ClusterCommand::Update(UpdateCommand::Rollback(c)) => {
+            let status = connect(&c)?.update_rollback().await?;
+            show(c.output, &status, update_table)
         }
         ClusterCommand::Members(c) => {
             let members = connect(&c)?.members().await?;
@@ -702,6 +757,28 @@ fn node_table(n: &NodeView) -> String {
     ])
 }
 
+fn update_table(status: &UpdateStatus) -> String {
+    let mut rows = vec![header(&["SLOT", "VERSION", "STATE", "BOOTED", "DEFAULT"])];
+    for slot in &status.slots {
+        let state = match slot.tries_left {
+            Some(n) if slot.state == "trial" => format!("trial ({n} tries left)"),
+            _ => slot.state.clone(),
+        };
+        rows.push(vec![
+            slot.slot.clone(),
+            slot.version.clone().unwrap_or_else(|| "-".into()),
+            state,
+            if slot.booted { "yes" } else { "" }.into(),
+            if slot.default { "yes" } else { "" }.into(),
+        ]);
+    }
+    let mut out = render(&rows);
+    if let Some(result) = &status.last_result {
+        out.push_str(&format!("last update: {result}\n"));
+    }
+    out
+}
+
 fn members_table(m: &Members) -> String {
     let mut rows = vec![header(&["ID", "ROLE", "ADDRESS"])];
     for (members, role) in [(&m.voters, "voter"), (&m.learners, "learner")] {
@@ -886,6 +963,37 @@ labels:     gpu=true, rack=r1
 joined:     2025-06-01 12:00:00 UTC
 hardware:   4 threads (1 sockets, 2 cores), 8 GiB, 1 disks, 1 NICs
 hw labels:  disk.nvme=true
+"
+        );
+    }
+
+    #[test]
+    fn update_status_as_a_table() {
+        use shoal_cluster_api::types::UpdateSlot;
+        let slot =
+            |slot: &str, version: Option<&str>, state: &str, tries, booted, default| UpdateSlot {
+                slot: slot.into(),
+                booted,
+                default,
+                version: version.map(Into::into),
+                state: state.into(),
+                tries_left: tries,
+            };
+        let status = UpdateStatus {
+            booted: "a".into(),
+            slots: vec![
+                slot("a", Some("0.1.0"), "good", None, true, false),
+                slot("b", Some("0.2.0"), "trial", Some(3), false, true),
+            ],
+            last_result: Some("0.2.0 installed in slot b".into()),
+        };
+        assert_eq!(
+            update_table(&status),
+            "\
+SLOT  VERSION  STATE                 BOOTED  DEFAULT
+a     0.1.0    good                  yes
+b     0.2.0    trial (3 tries left)          yes
+last update: 0.2.0 installed in slot b
 "
         );
     }
