@@ -583,6 +583,19 @@ impl Vm {
         self.console.lock().events.clone()
     }
 
+    /// The IPv4 address of the first DHCP lease the guest reported (`dhcp.bound`), without
+    /// its prefix length.
+    pub fn leased_address(&self) -> Option<String> {
+        self.events()
+            .into_iter()
+            .find_map(|e| match e.record.event {
+                shoal_boot_events::Event::DhcpBound { address, .. } => {
+                    address.split('/').next().map(str::to_owned)
+                }
+                _ => None,
+            })
+    }
+
     /// The last `n` console lines.
     pub fn tail(&self, n: usize) -> String {
         self.console.tail(n)

@@ -55,13 +55,7 @@ fn membership(vm: &Vm) -> anyhow::Result<Membership> {
         unreachable!()
     };
     let address = vm
-        .events()
-        .into_iter()
-        .find_map(|e| match e.record.event {
-            Event::DhcpBound { address, .. } => Some(address),
-            _ => None,
-        })
-        .and_then(|a| a.split('/').next().map(str::to_owned))
+        .leased_address()
         .ok_or_else(|| anyhow::anyhow!("no lease"))?;
     Ok(Membership {
         cluster_id,

@@ -309,15 +309,33 @@ fn the_update_bundle_holds_slot_a_signed_with_the_trusted_key() -> anyhow::Resul
     Ok(())
 }
 
+/// Reboots `vm` (Ctrl-Alt-Del; QEMU exits) and boots the same machine again as `name`, which
+/// must come up from the root slot on `partition`.
+fn reboot(
+    vm: Vm,
+    name: &str,
+    network: &Network,
+    disk: &Path,
+    partition: &str,
+) -> anyhow::Result<Vm> {
+    vm.ctrl_alt_delete()?;
+    vm.wait_exit(step_timeout())
+        .map_err(|e| fail(&vm, e.to_string()))?;
+    drop(vm);
+    let vm = boot(name, network, disk)?;
+    let booted = vm
+        .wait_for_event("root.verity", boot_timeout())
+        .map_err(|e| fail(&vm, e.to_string()))?;
+    if !matches!(&booted.event, Event::RootVerity { partition: p, .. } if p == partition) {
+        return Err(fail(&vm, format!("booted {booted:?}, not {partition}")));
+    }
+    Ok(vm)
+}
+
 /// shoalctl from the host against the one-node cluster of a VM booted with [`flash`].
 fn ctl(vm: &Vm, network: &Network, dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     let address = vm
-        .events()
-        .into_iter()
-        .find_map(|e| match e.record.event {
-            Event::DhcpBound { address, .. } => address.split('/').next().map(str::to_owned),
-            _ => None,
-        })
+        .leased_address()
         .ok_or_else(|| fail(vm, "no lease".into()))?;
     let machine = dir.join("machine.toml").display().to_string();
     let endpoint = format!("{address}:7443");
@@ -406,20 +424,8 @@ fn an_update_goes_to_slot_b_is_blessed_once_the_node_is_back_and_survives_a_rebo
     if status["slots"][1]["state"] != "trial" || status["slots"][1]["default"] != true {
         return Err(fail(&vm, format!("after apply: {status}")));
     }
-    vm.ctrl_alt_delete()?;
-    vm.wait_exit(step_timeout())
-        .map_err(|e| fail(&vm, e.to_string()))?;
-    drop(vm);
-
     // The reboot runs slot B on trial; back in its cluster, the node blesses it.
-    let vm = boot("update-b", &network, &disk)?;
-    let booted = vm
-        .wait_for_event("root.verity", boot_timeout())
-        .map_err(|e| fail(&vm, e.to_string()))?;
-    if !matches!(&booted.event, Event::RootVerity { slot, partition, .. } if slot == "b" && partition == "vda3")
-    {
-        return Err(fail(&vm, format!("booted {booted:?}")));
-    }
+    let vm = reboot(vm, "update-b", &network, &disk, "vda3")?;
     let blessed = vm
         .wait_for_event("update.blessed", boot_timeout())
         .map_err(|e| fail(&vm, e.to_string()))?;
@@ -431,18 +437,7 @@ fn an_update_goes_to_slot_b_is_blessed_once_the_node_is_back_and_survives_a_rebo
     if status["booted"] != "b" || status["slots"][1]["state"] != "good" {
         return Err(fail(&vm, format!("after blessing: {status}")));
     }
-    vm.ctrl_alt_delete()?;
-    vm.wait_exit(step_timeout())
-        .map_err(|e| fail(&vm, e.to_string()))?;
-    drop(vm);
-
     // And it stays on B.
-    let vm = boot("update-b-again", &network, &disk)?;
-    let booted = vm
-        .wait_for_event("root.verity", boot_timeout())
-        .map_err(|e| fail(&vm, e.to_string()))?;
-    if !matches!(&booted.event, Event::RootVerity { slot, .. } if slot == "b") {
-        return Err(fail(&vm, format!("the second reboot booted {booted:?}")));
-    }
+    reboot(vm, "update-b-again", &network, &disk, "vda3")?;
     Ok(())
 }

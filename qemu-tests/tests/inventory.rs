@@ -143,12 +143,7 @@ impl<'a> Operator<'a> {
             unreachable!()
         };
         let address = vm
-            .events()
-            .into_iter()
-            .find_map(|e| match e.record.event {
-                Event::DhcpBound { address, .. } => address.split('/').next().map(str::to_owned),
-                _ => None,
-            })
+            .leased_address()
             .ok_or_else(|| fail(vm, "no lease".into()))?;
         Ok(Operator {
             network,
