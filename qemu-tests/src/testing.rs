@@ -82,6 +82,20 @@ pub fn shoalctl(network: &Network, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8(output.stdout)?)
 }
 
+/// Runs a tool on the host (mkfs.vfat, mcopy, qemu-img, sfdisk, ...) and returns its standard
+/// output; a failure carries the command line and everything it printed.
+pub fn host_tool(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = std::process::Command::new(program).args(args).output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{program} {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// Calls `attempt` every `every` until it gives a value or `within` has passed; the error
 /// names `what` and the last failure.
 pub fn eventually<T>(

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use shoal_qemu_tests::events::Event;
-use shoal_qemu_tests::testing::{boot_timeout, start, step_timeout, test_image};
+use shoal_qemu_tests::testing::{boot_timeout, host_tool, start, step_timeout, test_image};
 use shoal_qemu_tests::{Network, NicModel, Vm, scaled};
 
 const SECRET: &str = "c2hvYWwtdGVzdC1zZWNyZXQtdGhhdC1pcy1sb25nLWVub3VnaA==";
@@ -121,19 +121,6 @@ fn a_valid_config_url_is_applied_once_the_network_is_up_without_maintenance() ->
     Ok(())
 }
 
-/// Runs a host tool, failing with its output.
-fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let output = std::process::Command::new(program).args(args).output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "{program} {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(())
-}
-
 #[test]
 fn a_nocloud_disk_configures_the_node_with_no_url() -> anyhow::Result<()> {
     let image = test_image()?;
@@ -150,13 +137,13 @@ fn a_nocloud_disk_configures_the_node_with_no_url() -> anyhow::Result<()> {
     std::fs::write(&meta, "instance-id: i-0001\nlocal-hostname: from-nocloud\n")?;
     let disk = dir.path().join("cidata.img");
     let disk_arg = disk.display().to_string();
-    run("mkfs.vfat", &["-C", "-n", "CIDATA", &disk_arg, "2048"])?;
+    host_tool("mkfs.vfat", &["-C", "-n", "CIDATA", &disk_arg, "2048"])?;
     for file in [&user, &meta] {
         let name = file
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        run(
+        host_tool(
             "mcopy",
             &[
                 "-i",

@@ -7,10 +7,9 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 
 use shoal_qemu_tests::events::Event;
-use shoal_qemu_tests::testing::{boot_timeout, step_timeout, test_image};
+use shoal_qemu_tests::testing::{boot_timeout, host_tool, step_timeout, test_image};
 use shoal_qemu_tests::vm::Disk;
 use shoal_qemu_tests::{Image, Network, NicModel, Vm};
 
@@ -21,25 +20,13 @@ fn fail(vm: &Vm, message: String) -> anyhow::Error {
     anyhow::anyhow!("{}: {message}", vm.name())
 }
 
-fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new(program).args(args).output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "{program} {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
 /// The image flashed onto a 1 GiB disk in `dir`, with a one-node cluster's machine
 /// configuration dropped onto its ESP the way an edge appliance gets it before shipping; the
 /// configuration is also `dir/machine.toml`, for shoalctl.
 fn flash(image: &Image, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     let disk = dir.join("disk.raw");
     let disk_arg = disk.display().to_string();
-    run(
+    host_tool(
         "cp",
         &[
             "--sparse=always",
@@ -47,14 +34,14 @@ fn flash(image: &Image, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
             &disk_arg,
         ],
     )?;
-    run("truncate", &["-s", "1G", &disk_arg])?;
+    host_tool("truncate", &["-s", "1G", &disk_arg])?;
     let config = dir.join("machine.toml");
     std::fs::write(
         &config,
         format!("[cluster]\nname = \"disk\"\nsecret = \"{SECRET}\"\nexpected_size = 1\n"),
     )?;
     let (esp_offset, _) = partition(image, "ESP")?;
-    run(
+    host_tool(
         "mcopy",
         &[
             "-i",
@@ -175,7 +162,7 @@ fn a_flashed_disk_boots_its_verified_slot_grows_state_and_keeps_the_node_identit
     // What the first boot left on the disk: a valid GPT for the whole disk, and an ext4 that
     // fills STATE.
     let raw = &disk;
-    let verify = run("sfdisk", &["--verify", &disk_arg])?;
+    let verify = host_tool("sfdisk", &["--verify", &disk_arg])?;
     anyhow::ensure!(
         verify.contains("No errors detected"),
         "sfdisk --verify after growing: {verify}"
@@ -217,7 +204,7 @@ fn a_flipped_byte_in_the_root_slot_is_caught_by_dm_verity() -> anyhow::Result<()
     let dir = tempfile::tempdir()?;
     // A raw copy of the disk with one bit of slot A's erofs superblock flipped.
     let disk = dir.path().join("disk.raw");
-    run(
+    host_tool(
         "cp",
         &[
             "--sparse=always",
