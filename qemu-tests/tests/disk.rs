@@ -340,7 +340,7 @@ fn update_status(vm: &Vm, network: &Network, dir: &Path) -> anyhow::Result<serde
 }
 
 #[test]
-fn an_update_goes_to_slot_b_is_blessed_once_the_node_is_back_and_survives_a_reboot()
+fn an_update_goes_to_slot_b_is_blessed_once_the_node_is_back_survives_a_reboot_and_rolls_back()
 -> anyhow::Result<()> {
     let image = test_image()?;
     let mut network = Network::new()?;
@@ -350,7 +350,7 @@ fn an_update_goes_to_slot_b_is_blessed_once_the_node_is_back_and_survives_a_rebo
     let bundle = std::fs::read(image.dir().join("update.bundle"))?;
 
     let vm = boot("update-a", &network, &disk)?;
-    member_and_state(&vm)?;
+    let (node_id, _, _) = member_and_state(&vm)?;
     // Refused bundles change nothing: a forged manifest, a truncated body.
     let mut forged = bundle[..8192].to_vec();
     forged[100] ^= 1;
@@ -417,14 +417,40 @@ fn an_update_goes_to_slot_b_is_blessed_once_the_node_is_back_and_survives_a_rebo
         .wait_for_event("update.blessed", boot_timeout())
         .map_err(|e| fail(&vm, e.to_string()))?;
     println!(
-        "update: slot b blessed {:.2} s after QEMU started",
+        "update: slot b blessed {:.2} s after the kernel started (guest clock)",
         blessed.t
     );
     let status = update_status(&vm, &network, dir.path())?;
     if status["booted"] != "b" || status["slots"][1]["state"] != "good" {
         return Err(fail(&vm, format!("after blessing: {status}")));
     }
-    // And it stays on B.
-    reboot(vm, "update-b-again", &network, &disk, "vda3")?;
+    // It stays on B; an operator's rollback then brings A back, with STATE (the node's
+    // identity) intact across both switches.
+    let vm = reboot(vm, "update-b-again", &network, &disk, "vda3")?;
+    vm.wait_for_event("cluster.member", boot_timeout())
+        .map_err(|e| fail(&vm, e.to_string()))?;
+    let rolled: serde_json::Value = serde_json::from_str(&ctl(
+        &vm,
+        &network,
+        dir.path(),
+        &["update", "rollback", "-o", "json"],
+    )?)?;
+    if rolled["slots"][0]["default"] != true || rolled["slots"][0]["state"] != "good" {
+        return Err(fail(&vm, format!("after rollback: {rolled}")));
+    }
+    let vm = reboot(vm, "update-rolled-back", &network, &disk, "vda2")?;
+    let member = vm
+        .wait_for_event("cluster.member", boot_timeout())
+        .map_err(|e| fail(&vm, e.to_string()))?;
+    if !matches!(member.event, Event::ClusterMember { node, .. } if node == node_id) {
+        return Err(fail(
+            &vm,
+            format!("after the rollback the node is {member:?}, not {node_id:016x}"),
+        ));
+    }
+    let status = update_status(&vm, &network, dir.path())?;
+    if status["booted"] != "a" || !status["last_result"].to_string().contains("rolled back") {
+        return Err(fail(&vm, format!("after the rollback: {status}")));
+    }
     Ok(())
 }
