@@ -134,6 +134,18 @@ mod tests {
         assert_eq!(va.hash_size, (1 + 1 + 2) * 4096);
     }
 
+    /// `veritysetup verify` of data and hash tree in one file.
+    fn verify(file: &std::path::Path, v: &Verity) -> std::process::Output {
+        Command::new("veritysetup")
+            .arg("verify")
+            .arg(file)
+            .arg(file)
+            .arg(&v.root_hash)
+            .arg(format!("--hash-offset={}", v.hash_offset))
+            .output()
+            .expect("veritysetup runs")
+    }
+
     /// The kernel-facing format, checked by cryptsetup's own verifier.
     #[test]
     fn veritysetup_verifies_what_we_write() {
@@ -152,14 +164,7 @@ mod tests {
             let v = format(&mut data, [3; 16], [4; 32]);
             let file = dir.path().join("slot");
             std::fs::write(&file, &data).unwrap();
-            let out = Command::new("veritysetup")
-                .arg("verify")
-                .arg(&file)
-                .arg(&file)
-                .arg(&v.root_hash)
-                .arg(format!("--hash-offset={}", v.hash_offset))
-                .output()
-                .unwrap();
+            let out = verify(&file, &v);
             assert!(
                 out.status.success(),
                 "veritysetup verify of {len} bytes: {}{}",
@@ -169,15 +174,10 @@ mod tests {
             // And a tampered data block fails.
             data[4096 * 7] ^= 0x40;
             std::fs::write(&file, &data).unwrap();
-            let out = Command::new("veritysetup")
-                .arg("verify")
-                .arg(&file)
-                .arg(&file)
-                .arg(&v.root_hash)
-                .arg(format!("--hash-offset={}", v.hash_offset))
-                .output()
-                .unwrap();
-            assert!(!out.status.success(), "tampered data verified");
+            assert!(
+                !verify(&file, &v).status.success(),
+                "tampered data verified"
+            );
         }
     }
 }

@@ -53,6 +53,17 @@ fn flash(image: &Image, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     Ok(disk)
 }
 
+/// The test image flashed (see [`flash`]) into a fresh directory, and a test network with
+/// DHCP for the VM that boots it.
+fn lab() -> anyhow::Result<(Image, Network, tempfile::TempDir, std::path::PathBuf)> {
+    let image = test_image()?;
+    let mut network = Network::new()?;
+    network.start_dnsmasq(network.dhcp_config())?;
+    let dir = tempfile::tempdir()?;
+    let disk = flash(&image, dir.path())?;
+    Ok((image, network, dir, disk))
+}
+
 /// Where partition `name` of the image's disk starts, and its size, from the manifest.
 fn partition(image: &Image, name: &str) -> anyhow::Result<(u64, u64)> {
     let disk = image
@@ -121,11 +132,7 @@ fn member_and_state(vm: &Vm) -> anyhow::Result<(u64, u64, Option<u64>)> {
 #[test]
 fn a_flashed_disk_boots_its_verified_slot_grows_state_and_keeps_the_node_identity()
 -> anyhow::Result<()> {
-    let image = test_image()?;
-    let mut network = Network::new()?;
-    network.start_dnsmasq(network.dhcp_config())?;
-    let dir = tempfile::tempdir()?;
-    let disk = flash(&image, dir.path())?;
+    let (image, network, _dir, disk) = lab()?;
     let disk_arg = disk.display().to_string();
     let (state_offset, state_size) = partition(&image, "shoal-state")?;
 
@@ -342,11 +349,7 @@ fn update_status(vm: &Vm, network: &Network, dir: &Path) -> anyhow::Result<serde
 #[test]
 fn an_update_goes_to_slot_b_is_blessed_once_the_node_is_back_survives_a_reboot_and_rolls_back()
 -> anyhow::Result<()> {
-    let image = test_image()?;
-    let mut network = Network::new()?;
-    network.start_dnsmasq(network.dhcp_config())?;
-    let dir = tempfile::tempdir()?;
-    let disk = flash(&image, dir.path())?;
+    let (image, network, dir, disk) = lab()?;
     let bundle = std::fs::read(image.dir().join("update.bundle"))?;
 
     let vm = boot("update-a", &network, &disk)?;

@@ -99,6 +99,29 @@ pub fn booted_slot(cmdline: &str) -> Option<Slot> {
         .and_then(Slot::parse)
 }
 
+/// Streams the kernel and initramfs into their staging files (`staged`: temporary path, final
+/// path) and the root image onto the slot `device`, each synced, each part's hash checked.
+fn write_parts<R: Read>(
+    reader: &mut Reader<R>,
+    staged: &[(PathBuf, PathBuf)],
+    device: &Path,
+    progress: &mut impl FnMut(&str, u64),
+) -> Result<(), Error> {
+    for ((tmp, _), name) in staged.iter().zip(["vmlinuz", "initramfs"]) {
+        let mut file = fs::File::create(tmp).map_err(io(tmp))?;
+        reader.copy_part(name, &mut file, |n| progress(name, n))?;
+        file.sync_all().map_err(io(tmp))?;
+    }
+    let mut slot = fs::OpenOptions::new()
+        .write(true)
+        .open(device)
+        .map_err(io(device))?;
+    let result = reader.copy_part("root", &mut slot, |n| progress("root", n));
+    slot.flush().map_err(io(device))?;
+    slot.sync_all().map_err(io(device))?;
+    Ok(result?)
+}
+
 /// A node booted from slot `booted` of disk `disk`.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -209,23 +232,18 @@ impl Node {
             .join("shoal")
             .join(target.letter().to_string());
         fs::create_dir_all(&slot_dir).map_err(io(&slot_dir))?;
-        let mut staged = Vec::new();
-        for name in ["vmlinuz", "initramfs"] {
-            let tmp = slot_dir.join(format!("{name}.new"));
-            let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
-            reader.copy_part(name, &mut file, |n| progress(name, n))?;
-            file.sync_all().map_err(io(&tmp))?;
-            staged.push((tmp, slot_dir.join(name)));
-        }
+        let staged: Vec<(PathBuf, PathBuf)> = ["vmlinuz", "initramfs"]
+            .iter()
+            .map(|name| (slot_dir.join(format!("{name}.new")), slot_dir.join(name)))
+            .collect();
         let device = self.roots.dev.join(&partition.name);
-        let mut slot = fs::OpenOptions::new()
-            .write(true)
-            .open(&device)
-            .map_err(io(&device))?;
-        let result = reader.copy_part("root", &mut slot, |n| progress("root", n));
-        slot.flush().map_err(io(&device))?;
-        slot.sync_all().map_err(io(&device))?;
-        result?;
+        if let Err(e) = write_parts(&mut reader, &staged, &device, &mut progress) {
+            // A refused bundle leaves no half-written files on the ESP.
+            for (tmp, _) in &staged {
+                let _ = fs::remove_file(tmp);
+            }
+            return Err(e);
+        }
         for (tmp, path) in &staged {
             fs::rename(tmp, path).map_err(io(path))?;
         }
@@ -463,6 +481,8 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert_eq!(entries::default_entry(&all).unwrap().slot, Slot::A);
         assert!(!f.roots.esp.join("shoal/b/vmlinuz").exists());
+        assert!(!f.roots.esp.join("shoal/b/vmlinuz.new").exists());
+        assert!(!f.roots.esp.join("shoal/b/initramfs.new").exists());
     }
 
     #[test]
