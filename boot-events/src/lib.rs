@@ -260,13 +260,23 @@ pub enum Event {
         sources: Vec<String>,
         node_section: Option<u32>,
         ms: f64,
+        /// Milliseconds spent reading each source (`esp`, `nocloud`, `imds`, `url`) in the
+        /// round that succeeded.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        source_ms: std::collections::BTreeMap<String, f64>,
     },
     /// A configuration source could not be read (it is tried again).
     #[serde(rename = "config.source_failed")]
     ConfigSourceFailed { source: String, reason: String },
     /// No usable configuration: the node waits in maintenance and keeps trying its sources.
     #[serde(rename = "config.maintenance")]
-    ConfigMaintenance { reason: String },
+    ConfigMaintenance {
+        reason: String,
+        /// The port of the maintenance API, where a configuration can be pushed with the
+        /// one-time token shown on the console (none if it could not start).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        api_port: Option<u16>,
+    },
     /// The node is online: the links the configuration requires have addresses, or
     /// `timed_out` after the configured wait. `ms` counts from netd's start.
     #[serde(rename = "network.online")]

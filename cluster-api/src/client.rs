@@ -13,8 +13,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::tls;
 use crate::types::{
-    Cas, CasFailed, ErrorBody, KeyValue, Members, NodeView, NodesWatch, Put, Status, UpdateApplied,
-    UpdateStatus, Watch, Written,
+    Cas, CasFailed, ErrorBody, KeyValue, MaintenanceAccepted, MaintenanceStatus, Members, NodeView,
+    NodesWatch, Put, Status, UpdateApplied, UpdateStatus, Watch, Written,
 };
 
 /// Why a call failed.
@@ -94,6 +94,16 @@ impl Client {
             tls: TlsConnector::from(Arc::new(config)),
             timeout: Duration::from_secs(10),
         })
+    }
+
+    /// A client for a node in maintenance at `endpoint`, which pins the key derived from the
+    /// one-time token the node shows and presents the token.
+    pub fn maintenance(
+        endpoint: String,
+        token: &crate::identity::MaintenanceToken,
+    ) -> Result<Client, ClientError> {
+        let key = crate::identity::Identity::for_maintenance(token).public_key;
+        Client::new(vec![endpoint], token.display(), key)
     }
 
     /// How long one call may take on one endpoint.
@@ -203,6 +213,22 @@ impl Client {
     /// Makes the answering node's other slot the default again (`POST /v1/update/rollback`).
     pub async fn update_rollback(&self) -> Result<UpdateStatus, ClientError> {
         self.json(Method::POST, "/v1/update/rollback", None).await
+    }
+
+    /// Why a node in maintenance has no configuration (`GET /v1/maintenance`).
+    pub async fn maintenance_status(&self) -> Result<MaintenanceStatus, ClientError> {
+        self.json(Method::GET, "/v1/maintenance", None).await
+    }
+
+    /// Gives a node in maintenance its machine configuration (`PUT /v1/maintenance/config`):
+    /// checked there, and refused with every error when it is invalid.
+    pub async fn push_config(&self, toml: &str) -> Result<MaintenanceAccepted, ClientError> {
+        self.json(
+            Method::PUT,
+            "/v1/maintenance/config",
+            Some(toml.as_bytes().to_vec()),
+        )
+        .await
     }
 
     pub async fn status(&self) -> Result<Status, ClientError> {

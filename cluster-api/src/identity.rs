@@ -43,7 +43,21 @@ const PKCS8_ED25519_PREFIX: [u8; 16] = [
 impl Identity {
     /// The identity of the cluster with this secret.
     pub fn derive(secret: &Secret) -> Identity {
-        let seed = derive(secret, b"tls server key v1");
+        Identity::from_seed(derive(secret, b"tls server key v1"))
+    }
+
+    /// The identity of a node in maintenance (no configuration yet, so no cluster secret):
+    /// derived from the one-time token it shows on its console, so a client holding the token
+    /// knows the key to pin and nobody else can stand in for the node.
+    pub fn for_maintenance(token: &MaintenanceToken) -> Identity {
+        let hk = Hkdf::<Sha256>::new(Some(b"shoal maintenance"), &token.0);
+        let mut seed = [0u8; 32];
+        hk.expand(b"tls server key v1", &mut seed)
+            .expect("32 bytes is a valid HKDF-SHA256 length");
+        Identity::from_seed(seed)
+    }
+
+    fn from_seed(seed: [u8; 32]) -> Identity {
         let mut pkcs8 = PKCS8_ED25519_PREFIX.to_vec();
         pkcs8.extend_from_slice(&seed);
         let pair =
@@ -56,6 +70,52 @@ impl Identity {
     /// How clients name the key they pin: `ed25519:` and the public key in hex.
     pub fn server_key(&self) -> String {
         format!("ed25519:{}", hex(&self.public_key))
+    }
+}
+
+/// The one-time token of a node in maintenance: 128 random bits, shown as eight groups of four
+/// hex digits (`3f9a-0c1d-...`) so it can be read off a console and typed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MaintenanceToken([u8; 16]);
+
+impl std::fmt::Debug for MaintenanceToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MaintenanceToken(..)")
+    }
+}
+
+impl MaintenanceToken {
+    pub fn from_bytes(bytes: [u8; 16]) -> MaintenanceToken {
+        MaintenanceToken(bytes)
+    }
+
+    /// Reads a token as shown or typed: dashes and spaces are ignored, case too.
+    pub fn parse(text: &str) -> Result<MaintenanceToken, String> {
+        let digits: String = text
+            .chars()
+            .filter(|c| !matches!(c, '-' | ' '))
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        let bytes = unhex(&digits)
+            .filter(|b| b.len() == 16)
+            .ok_or("a maintenance token is 32 hex digits (as the node's console shows it)")?;
+        let mut token = [0u8; 16];
+        token.copy_from_slice(&bytes);
+        Ok(MaintenanceToken(token))
+    }
+
+    /// The form the console shows and a client sends.
+    pub fn display(&self) -> String {
+        self.0.chunks(2).map(hex).collect::<Vec<_>>().join("-")
+    }
+
+    /// Compares in constant time (the check must not say how close a guess was).
+    pub fn matches(&self, other: &MaintenanceToken) -> bool {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .fold(0u8, |d, (a, b)| d | (a ^ b))
+            == 0
     }
 }
 
@@ -97,6 +157,26 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn maintenance_tokens_read_back_and_pin_their_own_key() {
+        let token = MaintenanceToken::from_bytes(*b"0123456789abcdef");
+        let shown = token.display();
+        assert_eq!(shown, "3031-3233-3435-3637-3839-6162-6364-6566");
+        let typed = MaintenanceToken::parse(&shown.to_uppercase().replace('-', " ")).unwrap();
+        assert!(typed.matches(&token));
+        assert!(!MaintenanceToken::from_bytes([0; 16]).matches(&token));
+        assert!(MaintenanceToken::parse("3031-3233").is_err());
+        assert!(MaintenanceToken::parse(&format!("{shown}zz")).is_err());
+        assert!(format!("{token:?}").contains(".."), "never printed");
+        // The key is the token's, and differs from a cluster's or another token's.
+        let key = Identity::for_maintenance(&token).public_key;
+        assert_eq!(key, Identity::for_maintenance(&typed).public_key);
+        assert_ne!(
+            key,
+            Identity::for_maintenance(&MaintenanceToken::from_bytes([0; 16])).public_key
+        );
+    }
 
     fn secret(byte: u8) -> Secret {
         Secret::new(vec![byte; 32]).unwrap()

@@ -114,6 +114,28 @@ pub struct UpdateApplied {
     pub bytes: u64,
 }
 
+/// `GET /v1/maintenance`: why a node in maintenance has no configuration (served by
+/// shoal-configd, authenticated by the node's one-time token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceStatus {
+    pub reason: String,
+    /// What the node knows about itself (its `[[nodes]]` match keys): first MAC, SMBIOS UUID
+    /// and serial, where known.
+    pub mac: Option<String>,
+    pub uuid: Option<String>,
+    pub serial: Option<String>,
+}
+
+/// `PUT /v1/maintenance/config` (the body is a machine configuration, TOML): it was valid and
+/// the node now boots with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceAccepted {
+    /// The node's hostname under this configuration, if it names one.
+    pub hostname: Option<String>,
+    /// Whether the configuration was kept on persistent storage for the next boots.
+    pub kept: bool,
+}
+
 /// `GET /v1/members`: consensus membership.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Members {

@@ -4,7 +4,7 @@
 //!
 //! | # | source | typical use |
 //! |---|---|---|
-//! | 1 | a file on the ESP (`shoal/config.toml`) | flashed edge appliances |
+//! | 1 | a file on the ESP (`shoal/machine.toml`) | flashed edge appliances |
 //! | 2 | NoCloud: `user-data` on a disk labelled `CIDATA` | IaaS and local VMs |
 //! | 3 | instance metadata (EC2-style IMDSv2 `user-data`) | clouds |
 //! | 4 | `shoal.config=<URL>` on the kernel command line (PXE: in the iPXE script) | racks, PXE |

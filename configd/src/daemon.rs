@@ -2,6 +2,8 @@
 //! configuration, tell the supervisor and netd; without a valid configuration, stay in
 //! maintenance and keep trying.
 
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,10 @@ use shoal_config::node::{NodeFacts, expand_placeholders, for_node};
 use shoal_config::sources::{Document, SourceKind, inline_settings, resolve};
 use shoal_config::{ConfigError, MachineConfig};
 
-use crate::http::{Request, Url, fetch};
+use shoal_cluster_api::types::{MaintenanceAccepted, MaintenanceStatus};
+
+use crate::http::{FetchOptions, Request, Trust, Url, fetch_with, parse_pin};
+use crate::maintenance::Pushed;
 
 /// How long one fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +50,12 @@ pub struct Options {
     /// How long an unreachable source is retried before the last good configuration is used
     /// (the network may still be coming up).
     pub source_wait: Duration,
+    /// The instance metadata service (`host:port`).
+    pub imds_endpoint: String,
+    /// Name servers for host names in `shoal.config=` (netd writes the file).
+    pub resolv_conf: PathBuf,
+    /// The maintenance API's port (0: any free one, for tests).
+    pub maintenance_port: u16,
 }
 
 impl Default for Options {
@@ -59,6 +70,9 @@ impl Default for Options {
             state_dir: "/var/lib/shoal".into(),
             netd_socket: shoal_api::network::SOCKET.into(),
             source_wait: Duration::from_secs(30),
+            imds_endpoint: crate::imds::ENDPOINT.into(),
+            resolv_conf: crate::http::RESOLV_CONF.into(),
+            maintenance_port: crate::maintenance::PORT,
         }
     }
 }
@@ -82,6 +96,8 @@ fn check_service(name: &str, text: &str) -> Vec<(String, String)> {
 #[derive(Debug, Default)]
 struct Gathered {
     documents: Vec<Document>,
+    /// Milliseconds each source took to read, by source name.
+    ms: BTreeMap<String, f64>,
     /// Sources that were asked for but could not be read: (source, reason).
     failures: Vec<(String, String)>,
 }
@@ -101,6 +117,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let mut attempt = 0usize;
     let mut maintenance_reported = String::new();
     let mut failures_reported: Vec<(String, String)> = Vec::new();
+    let mut maintenance: Option<crate::maintenance::Server> = None;
     loop {
         let gathered = gather(options, &cmdline, url.as_deref(), &facts);
         // Each distinct failure once, not every retry.
@@ -125,7 +142,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                     .iter()
                     .map(|d| format!("{}: {}", d.kind.name(), d.origin))
                     .collect();
-                apply(options, &config, &facts, sources, started)?;
+                apply(options, &config, &facts, sources, gathered.ms, started)?;
                 keep(&cache, &config);
                 return Ok(());
             }
@@ -135,7 +152,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 let waited = started.elapsed() >= options.source_wait;
                 if errors.is_empty() && !waited {
                     // Unreachable for now: keep trying before settling for anything else.
-                    std::thread::sleep(retry_delay(attempt));
+                    if let Some(pushed) = wait(maintenance.as_ref(), retry_delay(attempt)) {
+                        return take_pushed(options, pushed, &facts, &cache, &maintenance, started);
+                    }
                     attempt += 1;
                     continue;
                 }
@@ -160,6 +179,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                         &cached,
                         &facts,
                         vec![format!("cache: {}", cache.display())],
+                        gathered.ms,
                         started,
                     )?;
                     return Ok(());
@@ -180,21 +200,148 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 };
                 if reason != maintenance_reported {
                     tracing::error!("no usable configuration: {reason}; retrying");
+                    if maintenance.is_none() {
+                        maintenance = start_maintenance(options, &facts, &reason);
+                    }
+                    if let Some(server) = &maintenance {
+                        server.set_reason(&reason);
+                    }
                     emit(Event::ConfigMaintenance {
                         reason: reason.clone(),
+                        api_port: maintenance.as_ref().map(|m| m.port),
                     });
                     maintenance_reported = reason;
                 }
             }
         }
-        std::thread::sleep(retry_delay(attempt));
+        if let Some(pushed) = wait(maintenance.as_ref(), retry_delay(attempt)) {
+            return take_pushed(options, pushed, &facts, &cache, &maintenance, started);
+        }
         attempt += 1;
     }
+}
+
+/// Sleeps `delay`, or less if an operator pushes a configuration meanwhile.
+fn wait(maintenance: Option<&crate::maintenance::Server>, delay: Duration) -> Option<Pushed> {
+    match maintenance {
+        Some(server) => server.pushed.recv_timeout(delay).ok(),
+        None => {
+            std::thread::sleep(delay);
+            None
+        }
+    }
+}
+
+/// Starts the maintenance API and shows its one-time token on the console. Without it (the
+/// port is taken, no randomness), the node still retries its sources.
+fn start_maintenance(
+    options: &Options,
+    facts: &NodeFacts,
+    reason: &str,
+) -> Option<crate::maintenance::Server> {
+    let status = MaintenanceStatus {
+        reason: reason.to_string(),
+        mac: facts.macs.first().map(|m| {
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        }),
+        uuid: facts.uuid.clone(),
+        serial: facts.serial.clone(),
+    };
+    let token = match crate::maintenance::random_token() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("maintenance API: no random token: {e}");
+            return None;
+        }
+    };
+    let port = options.maintenance_port;
+    let started = crate::maintenance::start(
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
+        token.clone(),
+        status.clone(),
+        check_service,
+    )
+    .or_else(|_| {
+        crate::maintenance::start(
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+            token,
+            status,
+            check_service,
+        )
+    });
+    match started {
+        Ok(server) => {
+            // The console is where the operator reads it: shown once, in full.
+            println!(
+                "shoal-configd: maintenance: push this node a configuration with\n  \
+                 shoalctl config push --node <this node's address>:{} --token {} FILE",
+                server.port,
+                server.token.display()
+            );
+            Some(server)
+        }
+        Err(e) => {
+            tracing::error!("maintenance API: cannot listen on port {port}: {e:#}");
+            None
+        }
+    }
+}
+
+/// Applies and keeps a configuration an operator pushed, answers them, and returns once the
+/// answer is out.
+fn take_pushed(
+    options: &Options,
+    pushed: Pushed,
+    facts: &NodeFacts,
+    cache: &Path,
+    maintenance: &Option<crate::maintenance::Server>,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let Pushed {
+        config,
+        from,
+        answer,
+    } = pushed;
+    let applied = apply(
+        options,
+        &config,
+        facts,
+        vec![format!("api: pushed from {from}")],
+        BTreeMap::new(),
+        started,
+    );
+    let result = match &applied {
+        Ok(()) => Ok(MaintenanceAccepted {
+            hostname: for_node(&config, facts).hostname,
+            kept: keep(cache, &config),
+        }),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    let _ = answer.send(result);
+    applied?;
+    if let Some(server) = maintenance
+        && server
+            .answered
+            .recv_timeout(Duration::from_secs(5))
+            .is_err()
+    {
+        tracing::warn!("maintenance API: the answer to {from} may not have gone out");
+    }
+    Ok(())
 }
 
 /// Reads every source this node has.
 fn gather(options: &Options, cmdline: &str, url: Option<&str>, facts: &NodeFacts) -> Gathered {
     let mut gathered = Gathered::default();
+    let mut clock = Instant::now();
+    let mut lap = |gathered: &mut Gathered, name: &str| {
+        let ms = (clock.elapsed().as_micros() as f64 / 100.0).round() / 10.0;
+        gathered.ms.insert(name.to_string(), ms);
+        clock = Instant::now();
+    };
     match crate::esp::read(
         &options.sys,
         &options.dev,
@@ -205,18 +352,38 @@ fn gather(options: &Options, cmdline: &str, url: Option<&str>, facts: &NodeFacts
         Ok(None) => {}
         Err(reason) => gathered.failures.push(("esp".into(), reason)),
     }
+    lap(&mut gathered, "esp");
     match crate::nocloud::read(&options.sys, &options.dev, &options.run_dir.join("nocloud")) {
         Ok(Some(documents)) => gathered.documents.extend(documents),
         Ok(None) => {}
         Err(reason) => gathered.failures.push(("nocloud".into(), reason)),
     }
+    lap(&mut gathered, "nocloud");
+    match crate::imds::Mode::from_cmdline(cmdline) {
+        Err(reason) => gathered
+            .failures
+            .push(("kernel command line".into(), reason)),
+        Ok(mode) => {
+            let dmi = crate::imds::Dmi::read(&options.sys);
+            if let Some(why) = crate::imds::should_ask(mode, &dmi) {
+                tracing::debug!("asking the instance metadata service ({why})");
+                match crate::imds::read(&options.imds_endpoint) {
+                    Ok(Some(documents)) => gathered.documents.extend(documents),
+                    Ok(None) => {}
+                    Err(reason) => gathered.failures.push((format!("imds ({why})"), reason)),
+                }
+                lap(&mut gathered, "imds");
+            }
+        }
+    }
     if let Some(url) = url {
-        match fetch_url(url, facts) {
+        match fetch_url(options, cmdline, url, facts) {
             Ok(doc) => gathered.documents.push(doc),
             Err(reason) => gathered
                 .failures
                 .push((format!("shoal.config={url}"), reason)),
         }
+        lap(&mut gathered, "url");
     }
     match inline_settings(cmdline) {
         Ok(Some(doc)) => gathered.documents.push(doc),
@@ -233,10 +400,35 @@ fn gather(options: &Options, cmdline: &str, url: Option<&str>, facts: &NodeFacts
     gathered
 }
 
-fn fetch_url(url: &str, facts: &NodeFacts) -> Result<Document, String> {
+/// How `shoal.config=https://...` is trusted: the public web PKI, or the certificate key
+/// `shoal.config.pin=sha256:<hex>` names (a PXE server's self-signed certificate).
+fn trust(cmdline: &str) -> Result<Trust, String> {
+    match cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("shoal.config.pin="))
+    {
+        None => Ok(Trust::WebPki),
+        Some(pin) => parse_pin(pin)
+            .map(Trust::Pin)
+            .map_err(|e| format!("shoal.config.pin: {e}")),
+    }
+}
+
+fn fetch_url(
+    options: &Options,
+    cmdline: &str,
+    url: &str,
+    facts: &NodeFacts,
+) -> Result<Document, String> {
     let expanded = expand_placeholders(url, facts).map_err(|e| e.to_string())?;
     let parsed = Url::parse(&expanded).map_err(|e| e.to_string())?;
-    let response = fetch(&Request::get(parsed), FETCH_TIMEOUT).map_err(|e| e.to_string())?;
+    let fetch_options = FetchOptions {
+        trust: trust(cmdline)?,
+        resolv_conf: options.resolv_conf.clone(),
+        nameservers: None,
+    };
+    let response = fetch_with(&Request::get(parsed), FETCH_TIMEOUT, &fetch_options)
+        .map_err(|e| e.to_string())?;
     if response.status != 200 {
         return Err(format!("{expanded}: HTTP {}", response.status));
     }
@@ -255,6 +447,7 @@ fn apply(
     config: &MachineConfig,
     facts: &NodeFacts,
     sources: Vec<String>,
+    source_ms: BTreeMap<String, f64>,
     started: Instant,
 ) -> anyhow::Result<()> {
     let node = for_node(config, facts);
@@ -271,26 +464,33 @@ fn apply(
         sources,
         node_section: node.matched.map(|i| i as u32),
         ms: (started.elapsed().as_micros() as f64 / 100.0).round() / 10.0,
+        source_ms,
     });
     reload_netd(&options.netd_socket);
     Ok(())
 }
 
-/// Keeps the configuration for the next boot, if there is persistent storage.
-fn keep(cache: &Path, config: &MachineConfig) {
+/// Keeps the configuration for the next boot, if there is persistent storage. Says whether
+/// it did.
+fn keep(cache: &Path, config: &MachineConfig) -> bool {
     let Some(dir) = cache.parent() else {
-        return;
+        return false;
     };
     if !dir.is_dir() {
-        return; // diskless: nothing survives a reboot anyway
+        return false; // diskless: nothing survives a reboot anyway
     }
     match toml::to_string(config) {
-        Ok(text) => {
-            if let Err(e) = write_private(cache, &text) {
+        Ok(text) => match write_private(cache, &text) {
+            Ok(()) => true,
+            Err(e) => {
                 tracing::warn!("cannot keep the configuration in {}: {e}", cache.display());
+                false
             }
+        },
+        Err(e) => {
+            tracing::warn!("cannot serialise the configuration: {e}");
+            false
         }
-        Err(e) => tracing::warn!("cannot serialise the configuration: {e}"),
     }
 }
 

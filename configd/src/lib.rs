@@ -6,12 +6,17 @@
 //! | `volume` | labelled volumes: found with the inventory's probe, mounted read-only to read | roots as parameters; mounts to read |
 //! | `esp` | `shoal/machine.toml` on a flashed disk's ESP (`SHOAL-ESP`) | through `volume` |
 //! | `nocloud` | the `CIDATA` volume (found with the inventory's probe), its `user-data` and `meta-data` | roots as parameters; mounts to read |
+//! | `imds` | EC2-style instance metadata (IMDSv2): `user-data`, `local-hostname`; asked only where SMBIOS names such a cloud | flow over any transport; thin HTTP adapter |
+//! | `maintenance` | the maintenance API: a configuration pushed over HTTPS, authenticated by a one-time token shown on the console | yes (its own thread) |
 //! | `facts` | MACs, SMBIOS UUID and serial, hostname, from a sysfs root | root as parameter |
 //! | `daemon` | gather, resolve (shoal-config), write, report, retry in maintenance | yes |
 
 pub mod daemon;
+pub mod dns;
 pub mod esp;
 pub mod facts;
 pub mod http;
+pub mod imds;
+pub mod maintenance;
 pub mod nocloud;
 pub mod volume;

@@ -87,8 +87,21 @@ fn fixture(root: &Path, cmdline: &str) {
 
 impl Node {
     fn start(cmdline: &str, state: Option<&Path>) -> Node {
+        Node::start_with(cmdline, state, &[], &[])
+    }
+
+    /// With more options, and more SMBIOS strings (`class/dmi/id/<name>`).
+    fn start_with(
+        cmdline: &str,
+        state: Option<&Path>,
+        args: &[&str],
+        dmi: &[(&str, &str)],
+    ) -> Node {
         let dir = tempfile::tempdir().unwrap();
         fixture(dir.path(), cmdline);
+        for (name, value) in dmi {
+            std::fs::write(dir.path().join("sys/class/dmi/id").join(name), value).unwrap();
+        }
         let state_dir: PathBuf =
             state.map_or_else(|| dir.path().join("var/lib/shoal"), Path::to_path_buf);
         let mut child = Command::new(env!("CARGO_BIN_EXE_shoal-configd"))
@@ -106,6 +119,8 @@ impl Node {
             .arg(dir.path().join("run/shoal/netd.sock"))
             .arg("--source-wait")
             .arg("1s")
+            .args(["--maintenance-port", "0"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -212,6 +227,7 @@ fn a_url_with_placeholders_gives_the_node_its_resolved_configuration() {
         sources,
         node_section,
         ms,
+        ..
     } = node.event("config.resolved", Duration::from_secs(10))
     else {
         unreachable!()
@@ -249,7 +265,7 @@ fn an_invalid_configuration_means_maintenance_until_a_valid_one_is_served() {
         &format!("shoal.config=http://127.0.0.1:{}/c.toml", server.port),
         None,
     );
-    let Event::ConfigMaintenance { reason } =
+    let Event::ConfigMaintenance { reason, .. } =
         node.event("config.maintenance", Duration::from_secs(10))
     else {
         unreachable!()
@@ -342,4 +358,301 @@ fn an_invalid_document_never_replaces_the_last_good_configuration() {
     // The cache still holds the good one.
     let kept = std::fs::read_to_string(state.path().join("config.toml")).unwrap();
     assert!(kept.contains("lab"), "{kept}");
+}
+
+/// An EC2-style instance metadata service: IMDSv2 only (a GET without the session token is
+/// refused, as on an instance with `HttpTokens=required`).
+fn imds_server(user_data: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let text = String::from_utf8_lossy(&head).to_string();
+            let mut words = text.split_whitespace();
+            let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            log.lock().unwrap().push(format!("{method} {path}"));
+            let header = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+            };
+            let (status, body) = match (method, path) {
+                ("PUT", "/latest/api/token")
+                    if header("X-aws-ec2-metadata-token-ttl-seconds:").is_some() =>
+                {
+                    ("200 OK", "session-token-1")
+                }
+                ("GET", _)
+                    if header("X-aws-ec2-metadata-token:").as_deref()
+                        != Some("session-token-1") =>
+                {
+                    ("401 Unauthorized", "")
+                }
+                ("GET", "/latest/user-data") => ("200 OK", user_data),
+                ("GET", "/latest/meta-data/local-hostname") => {
+                    ("200 OK", "ip-10-1-2-3.eu-west-1.compute.internal")
+                }
+                _ => ("404 Not Found", ""),
+            };
+            let _ = stream.write_all(
+                format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn on_a_cloud_the_instance_metadata_service_gives_the_configuration() {
+    let user_data = "[cluster]\nname = \"aws\"\n\
+                     secret = \"c2hvYWwtdGVzdC1zZWNyZXQtdGhhdC1pcy1sb25nLWVub3VnaA==\"\n";
+    let (port, seen) = imds_server(user_data);
+    let endpoint = format!("127.0.0.1:{port}");
+    let mut node = Node::start_with(
+        "console=ttyS0",
+        None,
+        &["--imds-endpoint", &endpoint],
+        &[("sys_vendor", "Amazon EC2\n")],
+    );
+    let Event::ConfigResolved {
+        sources, source_ms, ..
+    } = node.event("config.resolved", Duration::from_secs(10))
+    else {
+        unreachable!()
+    };
+    println!("instance metadata read in {:?} ms", source_ms.get("imds"));
+    assert!(source_ms.contains_key("imds"), "{source_ms:?}");
+    assert_eq!(
+        sources,
+        [
+            format!("imds: http://{endpoint}/latest/meta-data/local-hostname"),
+            format!("imds: http://{endpoint}/latest/user-data"),
+        ]
+    );
+    assert!(node.wait_exit(Duration::from_secs(5)).success());
+    let c = node.resolved();
+    assert_eq!(c.cluster.name, "aws");
+    assert_eq!(c.node.hostname.as_deref(), Some("ip-10-1-2-3"));
+    assert_eq!(
+        seen.lock().unwrap()[0],
+        "PUT /latest/api/token",
+        "IMDSv2: the token first"
+    );
+
+    // Not on a cloud: never asked, even with the service there.
+    seen.lock().unwrap().clear();
+    let mut plain = Node::start_with("console=ttyS0", None, &["--imds-endpoint", &endpoint], &[]);
+    plain.event("config.resolved", Duration::from_secs(10));
+    assert!(plain.wait_exit(Duration::from_secs(5)).success());
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    // ... unless the command line says so.
+    let forced = Node::start_with("shoal.imds=on", None, &["--imds-endpoint", &endpoint], &[]);
+    forced.event("config.resolved", Duration::from_secs(10));
+    assert_eq!(forced.resolved().cluster.name, "aws");
+}
+
+/// The token the maintenance API shows on the console.
+fn maintenance_token(node: &Node) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(token) = node
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| l.split("--token ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+        {
+            return token.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no token shown:\n{}",
+            node.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn in_maintenance_a_configuration_pushed_with_the_token_completes_the_boot() {
+    use shoal_cluster_api::client::{Client, ClientError};
+    use shoal_cluster_api::identity::MaintenanceToken;
+
+    let server = Server::start();
+    server.serve("/c.toml", "[cluster]\nvoters = 4\n");
+    let mut node = Node::start(
+        &format!("shoal.config=http://127.0.0.1:{}/c.toml", server.port),
+        None,
+    );
+    let Event::ConfigMaintenance { api_port, .. } =
+        node.event("config.maintenance", Duration::from_secs(10))
+    else {
+        unreachable!()
+    };
+    let port = api_port.expect("the maintenance API is up");
+    let shown = maintenance_token(&node);
+    let token = MaintenanceToken::parse(&shown).unwrap();
+    let endpoint = format!("127.0.0.1:{port}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // Another token pins another key: the TLS handshake fails, nothing is sent.
+    let stranger =
+        Client::maintenance(endpoint.clone(), &MaintenanceToken::from_bytes([7; 16])).unwrap();
+    let refused = runtime.block_on(stranger.maintenance_status()).unwrap_err();
+    assert!(matches!(refused, ClientError::Unreachable(_)), "{refused}");
+
+    let client = Client::maintenance(endpoint, &token).unwrap();
+    let status = runtime.block_on(client.maintenance_status()).unwrap();
+    assert!(status.reason.contains("cluster.voters"), "{status:?}");
+    assert_eq!(status.mac.as_deref(), Some("52:54:00:12:34:56"));
+    assert_eq!(status.uuid.as_deref(), Some(UUID));
+
+    // An invalid configuration is refused with its errors; the token stays good.
+    let invalid = runtime
+        .block_on(client.push_config("[cluster]\nvoters = 2\nbogus = 1\n"))
+        .unwrap_err();
+    let ClientError::Api { status, message } = &invalid else {
+        panic!("{invalid}")
+    };
+    assert_eq!(*status, 422);
+    assert!(
+        message.contains("pushed configuration") && message.contains("bogus"),
+        "{message}"
+    );
+    assert!(node.child.try_wait().unwrap().is_none(), "still waiting");
+
+    let accepted = runtime
+        .block_on(client.push_config(&cluster_config()))
+        .unwrap();
+    assert_eq!(accepted.hostname.as_deref(), Some("edge-7"));
+    let Event::ConfigResolved { sources, .. } =
+        node.event("config.resolved", Duration::from_secs(5))
+    else {
+        unreachable!()
+    };
+    assert!(
+        sources[0].starts_with("api: pushed from 127.0.0.1:"),
+        "{sources:?}"
+    );
+    assert!(node.wait_exit(Duration::from_secs(5)).success());
+    assert_eq!(node.resolved().cluster.name, "lab");
+    assert_eq!(
+        accepted.kept,
+        node.dir.path().join("var/lib/shoal").is_dir()
+    );
+    assert!(
+        !node.output().contains(SECRET),
+        "the secret is never printed"
+    );
+}
+
+/// An HTTPS server on 127.0.0.1 with a self-signed certificate, answering every request with
+/// `body`; its port and the pin of its key (`sha256:<hex>` of the SubjectPublicKeyInfo).
+fn https_server(body: String) -> (u16, String) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let generated = rcgen::generate_simple_self_signed(vec!["config.shoal.test".into()]).unwrap();
+    let pin = shoal_configd::http::format_pin(
+        &shoal_configd::http::spki_sha256(generated.cert.der()).unwrap(),
+    );
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(generated.key_pair.serialize_der()));
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![generated.cert.der().clone()], key)
+        .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let Ok(connection) = rustls::ServerConnection::new(config.clone()) else {
+                continue;
+            };
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && tls.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = tls.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    (port, pin)
+}
+
+#[test]
+fn an_https_url_is_trusted_through_its_pin_and_refused_without_the_right_one() {
+    let (port, pin) = https_server(cluster_config());
+    let url = format!("https://127.0.0.1:{port}/c.toml");
+    let mut node = Node::start(&format!("shoal.config={url} shoal.config.pin={pin}"), None);
+    let Event::ConfigResolved { sources, .. } =
+        node.event("config.resolved", Duration::from_secs(10))
+    else {
+        unreachable!()
+    };
+    assert_eq!(sources[0], format!("url: {url}"));
+    assert!(node.wait_exit(Duration::from_secs(5)).success());
+    assert_eq!(node.resolved().cluster.name, "lab");
+
+    // Another pin: the certificate is refused, and said why.
+    let other = format!("sha256:{}", "ab".repeat(32));
+    let refused = Node::start(
+        &format!("shoal.config={url} shoal.config.pin={other}"),
+        None,
+    );
+    let Event::ConfigSourceFailed { reason, .. } =
+        refused.event("config.source_failed", Duration::from_secs(10))
+    else {
+        unreachable!()
+    };
+    assert!(reason.contains("does not match the pin"), "{reason}");
+    // No pin: the public web PKI does not know a self-signed certificate.
+    let unknown = Node::start(&format!("shoal.config={url}"), None);
+    let Event::ConfigSourceFailed { reason, .. } =
+        unknown.event("config.source_failed", Duration::from_secs(10))
+    else {
+        unreachable!()
+    };
+    assert!(reason.contains("unknown issuer"), "{reason}");
+    // A malformed pin is named.
+    let malformed = Node::start(&format!("shoal.config={url} shoal.config.pin=md5:00"), None);
+    let Event::ConfigSourceFailed { reason, .. } =
+        malformed.event("config.source_failed", Duration::from_secs(10))
+    else {
+        unreachable!()
+    };
+    assert!(reason.starts_with("shoal.config.pin: "), "{reason}");
 }

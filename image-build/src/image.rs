@@ -77,16 +77,70 @@ pub(crate) fn os_release(profile: &str, kernel: &Kernel) -> String {
 }
 
 /// The iPXE script: relative names resolve against the URL the script was fetched from, so
-/// the same script works over HTTP and TFTP.
-pub(crate) fn boot_ipxe(profile: &str, release: &str, cmdline: &str) -> String {
+/// the same script works over HTTP and TFTP. With `config_url` (already in iPXE's form, see
+/// [`ipxe_config_url`]), the node fetches its machine configuration from there.
+pub(crate) fn boot_ipxe(
+    profile: &str,
+    release: &str,
+    cmdline: &str,
+    config_url: Option<&str>,
+) -> String {
     let version = env!("CARGO_PKG_VERSION");
+    let config = config_url
+        .map(|url| format!(" shoal.config={url}"))
+        .unwrap_or_default();
     format!(
         "#!ipxe\n\
          # Shoal {version}, profile {profile}, kernel {release}\n\
-         kernel vmlinuz {cmdline} initrd=initramfs\n\
+         kernel vmlinuz {cmdline}{config} initrd=initramfs\n\
          initrd initramfs\n\
          boot\n"
     )
+}
+
+/// A configuration URL for `boot.ipxe`. iPXE expands `${...}` in its scripts itself, so the
+/// node's placeholders become the iPXE settings that print the same text: `${mac}` the booting
+/// NIC's MAC as `52-54-00-12-34-56` (`${mac:hexhyp}`), `${uuid}` and `${serial}` from SMBIOS,
+/// `${hostname}` from DHCP. Anything else with a `$`, spaces or quotes is refused.
+pub fn ipxe_config_url(url: &str) -> std::result::Result<String, String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "{url:?}: the configuration URL must be http:// or https://"
+        ));
+    }
+    if let Some(c) = url
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || matches!(c, '"' | '\''))
+    {
+        return Err(format!(
+            "{url:?}: {c:?} cannot be in a kernel command line word"
+        ));
+    }
+    let mut out = String::with_capacity(url.len() + 8);
+    let mut rest = url;
+    while let Some(start) = rest.find('$') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        let Some(end) = after.strip_prefix("${").and_then(|a| a.find('}')) else {
+            return Err(format!("{url:?}: a $ that is not a ${{placeholder}}"));
+        };
+        let name = &after[2..2 + end];
+        out.push_str(match name {
+            "mac" => "${mac:hexhyp}",
+            "uuid" => "${uuid}",
+            "serial" => "${serial}",
+            "hostname" => "${hostname}",
+            _ => {
+                return Err(format!(
+                    "{url:?}: ${{{name}}} is not a placeholder (use ${{mac}}, ${{uuid}}, \
+                     ${{serial}}, ${{hostname}})"
+                ));
+            }
+        });
+        rest = &after[3 + end..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// A fixed filesystem UUID derived from what the image is, so rebuilds get the same one.
@@ -482,8 +536,44 @@ mod tests {
     }
 
     #[test]
+    fn config_urls_get_ipxe_placeholders_and_bad_ones_are_refused() {
+        assert_eq!(
+            ipxe_config_url("http://10.0.0.1/n/${mac}/${uuid}.toml?s=${serial}&h=${hostname}")
+                .unwrap(),
+            "http://10.0.0.1/n/${mac:hexhyp}/${uuid}.toml?s=${serial}&h=${hostname}"
+        );
+        assert_eq!(
+            ipxe_config_url("https://cfg.example/a.toml").unwrap(),
+            "https://cfg.example/a.toml"
+        );
+        for (bad, why) in [
+            ("tftp://x/a", "must be http:// or https://"),
+            ("http://x/${ip}", "${ip} is not a placeholder"),
+            ("http://x/$HOME", "a $ that is not a ${placeholder}"),
+            ("http://x/${mac", "a $ that is not a ${placeholder}"),
+            ("http://x/a b", "' ' cannot be"),
+            ("http://x/\"a", "'\"' cannot be"),
+        ] {
+            let e = ipxe_config_url(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let script = boot_ipxe(
+            "default",
+            "6.1.0-56-amd64",
+            "console=ttyS0",
+            Some("http://10.0.0.1/${mac:hexhyp}"),
+        );
+        assert!(
+            script.contains(
+                "kernel vmlinuz console=ttyS0 shoal.config=http://10.0.0.1/${mac:hexhyp} initrd=initramfs\n"
+            ),
+            "{script}"
+        );
+    }
+
+    #[test]
     fn ipxe_script_loads_relative_kernel_and_initrd() {
-        let script = boot_ipxe("default", "6.1.0-56-amd64", "console=ttyS0 quiet");
+        let script = boot_ipxe("default", "6.1.0-56-amd64", "console=ttyS0 quiet", None);
         let lines: Vec<&str> = script.lines().collect();
         assert_eq!(lines[0], "#!ipxe");
         assert_eq!(

@@ -177,6 +177,20 @@ fn file_size(path: &Path) -> Result<u64> {
 /// and the packages of the profile's package files into the cache; read the modules and select the early and full sets; stage the root tree
 /// and make `rootfs.erofs`; write the initramfs around it; write `boot.ipxe` and the manifest;
 /// then swap the finished directory into place.
+/// The `boot.ipxe` of the image built in `dir` (its manifest says which kernel and command
+/// line), with `shoal.config=<config_url>` added: one image served to many clusters, each
+/// with its own script. The URL's placeholders become iPXE's ([`image::ipxe_config_url`]).
+pub fn ipxe_script(dir: &Path, config_url: &str) -> Result<String> {
+    let manifest = Manifest::load(&dir.join("manifest.json"))?;
+    let url = image::ipxe_config_url(config_url).map_err(Error::Invalid)?;
+    Ok(image::boot_ipxe(
+        &manifest.profile,
+        &manifest.kernel.release,
+        &manifest.cmdline,
+        Some(&url),
+    ))
+}
+
 pub fn build(opts: &BuildOptions) -> Result<Manifest> {
     let workspace = workspace_root();
     let mut profile = load_profile(&opts.profile)?;
@@ -459,7 +473,7 @@ pub fn build(opts: &BuildOptions) -> Result<Manifest> {
     let ipxe = staging.join(artefacts::BOOT_IPXE);
     fs::write(
         &ipxe,
-        image::boot_ipxe(&profile.name, &kernel.release, &profile.cmdline),
+        image::boot_ipxe(&profile.name, &kernel.release, &profile.cmdline, None),
     )
     .map_err(Error::io("write", &ipxe))?;
     let manifest = Manifest {

@@ -52,6 +52,16 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Print a `boot.ipxe` for an image built in DIR that gives its nodes their machine
+    /// configuration URL (`shoal.config=`): serve it instead of the build's own. `${mac}`,
+    /// `${uuid}`, `${serial}` and `${hostname}` in the URL are filled in by iPXE at boot.
+    Ipxe {
+        /// The build's output directory (with its manifest.json).
+        dir: PathBuf,
+        /// Where nodes fetch their configuration, e.g. http://10.0.0.1/nodes/${mac}.toml.
+        #[arg(long)]
+        config_url: String,
+    },
     /// Create an update signing key: the key file (mode 0600, refused if it exists) and its
     /// public key on stdout, for a profile's `update.trusted_keys` or the machine
     /// configuration's `update.trusted_keys`.
@@ -130,6 +140,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     artefact.name, artefact.size, artefact.sha256
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ipxe { dir, config_url } => {
+            print!("{}", shoal_image_build::ipxe_script(&dir, &config_url)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { file } => {

@@ -191,8 +191,19 @@ pub fn parse(line: &str) -> Cmdline {
     cmdline
 }
 
+/// Keys other services read and check themselves (shoal-configd): PID 1 only knows they are
+/// not typos.
+fn read_elsewhere(key: &str) -> bool {
+    matches!(key, "config" | "config.pin" | "imds")
+        || key.starts_with("cluster.")
+        || key.starts_with("node.")
+}
+
 fn apply_shoal_key(cmdline: &mut Cmdline, key: &str, value: Option<&str>) {
     let full = format!("shoal.{key}");
+    if read_elsewhere(key) {
+        return;
+    }
     let Some(value) = value else {
         if known_key(key) {
             cmdline
@@ -320,6 +331,16 @@ mod tests {
         assert_eq!(c.reboot_delay, Duration::from_secs(1));
         assert_eq!(c.log_level, LogLevel::Debug);
         assert!(c.unknown_keys.is_empty() && c.errors.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn keys_configd_reads_are_not_typos_and_typos_still_are() {
+        let c = parse(
+            "shoal.config=http://10.0.0.1/${mac} shoal.config.pin=sha256:00 shoal.imds=on \
+             shoal.cluster.name=lab shoal.node.labels=rack=r1 shoal.clustr.name=x",
+        );
+        assert_eq!(c.unknown_keys, ["shoal.clustr.name"]);
+        assert!(c.errors.is_empty(), "{c:?}");
     }
 
     #[test]

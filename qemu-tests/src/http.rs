@@ -112,7 +112,7 @@ impl Drop for HttpServer {
     }
 }
 
-fn bind_in_namespace(handle: &Path, addr: SocketAddr) -> Result<TcpListener> {
+pub(crate) fn bind_in_namespace(handle: &Path, addr: SocketAddr) -> Result<TcpListener> {
     let ns = File::open(handle).map_err(Error::io(format!("open {}", handle.display())))?;
     nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| Error::Io {
         what: format!("setns into {}", handle.display()),

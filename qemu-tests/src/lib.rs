@@ -25,6 +25,7 @@ pub mod error;
 pub mod floor;
 pub mod http;
 pub mod image;
+pub mod imds;
 pub mod net;
 pub mod qmp;
 pub mod stats;

@@ -105,6 +105,7 @@ pub struct Network {
     dnsmasq: Option<Dnsmasq>,
     segment_dnsmasq: Vec<Dnsmasq>,
     http: Option<HttpServer>,
+    imds: Option<crate::imds::ImdsServer>,
     vlan_relays: Vec<Relay>,
     namespace: Arc<Namespace>,
 }
@@ -156,6 +157,7 @@ impl Network {
             dnsmasq: None,
             segment_dnsmasq: Vec::new(),
             http: None,
+            imds: None,
             vlan_relays: Vec::new(),
             namespace,
         })
@@ -329,20 +331,50 @@ impl Network {
         Ok(self.http.insert(server))
     }
 
+    pub fn imds(&self) -> Option<&crate::imds::ImdsServer> {
+        self.imds.as_ref()
+    }
+
     pub fn http(&self) -> Option<&HttpServer> {
         self.http.as_ref()
+    }
+
+    /// An EC2-style instance metadata service at 169.254.169.254 (on the bridge, so VMs reach
+    /// it through their default route), serving `user_data` and `local_hostname`.
+    pub fn serve_imds(
+        &mut self,
+        user_data: Option<String>,
+        local_hostname: Option<String>,
+    ) -> Result<&crate::imds::ImdsServer> {
+        self.imds = None;
+        let addr = format!("{}/32", crate::imds::IMDS_ADDR);
+        if !self
+            .namespace
+            .ip(&["-4", "addr", "show", "dev", "br0"])?
+            .contains(&addr)
+        {
+            self.namespace.ip(&["addr", "add", &addr, "dev", "br0"])?;
+        }
+        let server = crate::imds::ImdsServer::start(&self.namespace, user_data, local_hostname)?;
+        Ok(self.imds.insert(server))
     }
 
     /// Makes the network PXE-boot `image`: its directory over HTTP, and DHCP that hands iPXE
     /// (QEMU's NIC option ROM) the URL of `boot.ipxe`.
     pub fn enable_pxe(&mut self, image: &Image) -> Result<()> {
-        if !image.boot_ipxe().is_file() {
+        self.enable_pxe_from(image.dir())
+    }
+
+    /// Like [`Network::enable_pxe`], from a directory of our own: `boot.ipxe`, `vmlinuz`,
+    /// `initramfs` and anything else the boot fetches.
+    pub fn enable_pxe_from(&mut self, dir: &Path) -> Result<()> {
+        if !dir.join("boot.ipxe").is_file() {
             return Err(crate::Error::Image {
-                dir: image.dir().to_path_buf(),
+                dir: dir.to_path_buf(),
                 message: "boot.ipxe is missing".to_string(),
             });
         }
-        let url = format!("{}/boot.ipxe", self.serve_http(image.dir())?.url());
+        let url = format!("{}/boot.ipxe", self.serve_http(dir)?.url());
         let config = DhcpConfig {
             ipxe_script: Some(url),
             ..self.dhcp_config()

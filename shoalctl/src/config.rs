@@ -1,5 +1,6 @@
-//! `shoalctl config`: check a machine configuration before any node reads it, and print the
-//! JSON Schema editors use to check it as it is written.
+//! `shoalctl config`: check a machine configuration before any node reads it, print the JSON
+//! Schema editors use to check it as it is written, and give one to a node in maintenance
+//! (which has none it can use) with the one-time token its console shows.
 
 use std::path::{Path, PathBuf};
 
@@ -29,27 +30,125 @@ enum ConfigCommand {
     },
     /// Print the machine configuration's JSON Schema (docs/machine-config.schema.json).
     Schema,
+    /// Give a node in maintenance its machine configuration. It is checked here first, then
+    /// by the node; the node boots on with it and keeps it for the next boots.
+    Push {
+        /// The node: HOST or HOST:PORT (the maintenance API's port is 7443).
+        #[arg(long)]
+        node: String,
+        /// The one-time token the node's console shows.
+        #[arg(long)]
+        token: String,
+        /// The configuration (`-`: standard input).
+        file: PathBuf,
+    },
+    /// Ask a node in maintenance why it is there, and what it knows about itself (the MAC,
+    /// UUID and serial its `[[nodes]]` section can match).
+    Maintenance {
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
 }
 
-pub fn run(args: ConfigArgs) -> Result<()> {
+pub async fn run(args: ConfigArgs) -> Result<()> {
     match args.command {
         ConfigCommand::Validate { file, output } => validate(&file, output),
         ConfigCommand::Schema => {
             print!("{}", shoal_config::schema::schema_text());
             Ok(())
         }
+        ConfigCommand::Push { node, token, file } => push(&node, &token, &file).await,
+        ConfigCommand::Maintenance {
+            node,
+            token,
+            output,
+        } => {
+            let status = maintenance_client(&node, &token)?
+                .maintenance_status()
+                .await
+                .with_context(|| format!("{node}: maintenance status"))?;
+            crate::show(output, &status, |s| {
+                let field = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+                render(&[
+                    vec!["reason".into(), s.reason.clone()],
+                    vec!["mac".into(), field(&s.mac)],
+                    vec!["uuid".into(), field(&s.uuid)],
+                    vec!["serial".into(), field(&s.serial)],
+                ])
+            })
+        }
+    }
+}
+
+/// `HOST` gets the maintenance API's port; `HOST:PORT` and `[V6]:PORT` are kept.
+fn maintenance_endpoint(node: &str) -> String {
+    let has_port = match node.strip_prefix('[') {
+        Some(rest) => rest.contains("]:"),
+        None => node.matches(':').count() == 1,
+    };
+    if has_port {
+        node.to_string()
+    } else if node.contains(':') && !node.starts_with('[') {
+        format!("[{node}]:7443")
+    } else {
+        format!("{node}:7443")
+    }
+}
+
+fn maintenance_client(node: &str, token: &str) -> Result<shoal_cluster_api::client::Client> {
+    let token = shoal_cluster_api::identity::MaintenanceToken::parse(token)
+        .map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+    Ok(shoal_cluster_api::client::Client::maintenance(
+        maintenance_endpoint(node),
+        &token,
+    )?)
+}
+
+async fn push(node: &str, token: &str, file: &Path) -> Result<()> {
+    let (source, text) = read_source(file)?;
+    // Checked here first, so the errors come with this file's name and lines.
+    if let Err(errors) = MachineConfig::parse(&source, &text, Some(&check_service)) {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        return Err(Reported.into());
+    }
+    let accepted = maintenance_client(node, token)?
+        .push_config(&text)
+        .await
+        .with_context(|| format!("{node}: pushing {source}"))?;
+    println!(
+        "{node} accepted {source}{}; it boots on with it{}",
+        accepted
+            .hostname
+            .map(|h| format!(" as {h}"))
+            .unwrap_or_default(),
+        if accepted.kept {
+            " and keeps it for the next boots"
+        } else {
+            " (diskless: push it again, or serve it, after a reboot)"
+        }
+    );
+    Ok(())
+}
+
+fn read_source(file: &Path) -> Result<(String, String)> {
+    if file == Path::new("-") {
+        let text = std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?;
+        Ok(("stdin".to_string(), text))
+    } else {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        Ok((file.display().to_string(), text))
     }
 }
 
 fn validate(file: &Path, output: Output) -> Result<()> {
-    let (source, text) = if file == Path::new("-") {
-        let text = std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?;
-        ("stdin".to_string(), text)
-    } else {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        (file.display().to_string(), text)
-    };
+    let (source, text) = read_source(file)?;
     match MachineConfig::parse(&source, &text, Some(&check_service)) {
         Ok(config) => {
             match output {
@@ -184,6 +283,16 @@ mod tests {
             Ok(c) => c,
             Err(e) => panic!("{e:?}"),
         }
+    }
+
+    #[test]
+    fn maintenance_endpoints_get_the_port_when_they_have_none() {
+        assert_eq!(maintenance_endpoint("10.0.0.7"), "10.0.0.7:7443");
+        assert_eq!(maintenance_endpoint("10.0.0.7:8443"), "10.0.0.7:8443");
+        assert_eq!(maintenance_endpoint("edge-7"), "edge-7:7443");
+        assert_eq!(maintenance_endpoint("fd77::7"), "[fd77::7]:7443");
+        assert_eq!(maintenance_endpoint("[fd77::7]:9"), "[fd77::7]:9");
+        assert_eq!(maintenance_endpoint("[fd77::7]"), "[fd77::7]:7443");
     }
 
     #[test]

@@ -42,7 +42,8 @@ enum Command {
     Service(ServiceCommand),
     /// The node's network as netd sees it: links, addresses, routes, leases, DNS.
     Network(network::NetworkArgs),
-    /// Machine configurations: check one, print the JSON Schema.
+    /// Machine configurations: check one, print the JSON Schema, push one to a node in
+    /// maintenance.
     Config(config::ConfigArgs),
     /// Make files for a new cluster.
     Gen(generate::GenArgs),
@@ -174,7 +175,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Cluster(command) => cluster::run(command).await,
         Command::Service(command) => service(command).await,
         Command::Network(args) => network::run(args).await,
-        Command::Config(args) => config::run(args),
+        Command::Config(args) => config::run(args).await,
         Command::Gen(args) => generate::run(args),
     }
 }

@@ -12,8 +12,9 @@ use shoal_configd::daemon::{Options, run};
 const USAGE: &str = "\
 usage: shoal-configd [--cmdline FILE] [--sys DIR] [--proc DIR] [--dev DIR] [--run-dir DIR]
                      [--state-dir DIR] [--netd-socket PATH] [--source-wait DURATION]
+                     [--imds-endpoint HOST:PORT] [--maintenance-port PORT]
 defaults: /proc/cmdline, /sys, /proc, /dev, /run/shoal, /var/lib/shoal, /run/shoal/netd.sock,
-30s
+30s, 169.254.169.254:80, 7443 (0: any free port)
 ";
 
 fn main() -> ExitCode {
@@ -37,6 +38,14 @@ fn main() -> ExitCode {
             "--run-dir" => options.run_dir = value,
             "--state-dir" => options.state_dir = value,
             "--netd-socket" => options.netd_socket = value,
+            "--imds-endpoint" => options.imds_endpoint = value.to_string_lossy().into_owned(),
+            "--maintenance-port" => match value.to_string_lossy().parse() {
+                Ok(port) => options.maintenance_port = port,
+                Err(_) => {
+                    eprintln!("shoal-configd: --maintenance-port: not a port number\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
             "--source-wait" => match shoal_units::parse_duration(&value.to_string_lossy()) {
                 Ok(d) => options.source_wait = d,
                 Err(e) => {
