@@ -32,6 +32,8 @@ pub struct DhcpConfig {
     pub options: Vec<String>,
     /// The bridge it serves (`br0`, or a [`crate::net::Segment`]'s).
     pub interface: String,
+    /// Names it answers over DNS (and nothing else); empty: no DNS server at all.
+    pub dns_names: Vec<(String, Ipv4Addr)>,
 }
 
 impl Default for DhcpConfig {
@@ -44,6 +46,7 @@ impl Default for DhcpConfig {
             lease_secs: 3600,
             options: Vec::new(),
             interface: "br0".into(),
+            dns_names: Vec::new(),
         }
     }
 }
@@ -65,7 +68,6 @@ impl DhcpConfig {
         let mut args = vec![
             "--no-daemon".to_string(),
             "--conf-file=/dev/null".to_string(),
-            "--port=0".to_string(),
             format!("--interface={}", self.interface),
             "--bind-interfaces".to_string(),
             "--user=root".to_string(),
@@ -89,6 +91,15 @@ impl DhcpConfig {
                 self.interface
             ),
         ];
+        if self.dns_names.is_empty() {
+            args.push("--port=0".to_string());
+        } else {
+            // Only the names given: no upstream servers, no /etc/hosts of the machine.
+            args.extend(["--no-resolv".to_string(), "--no-hosts".to_string()]);
+            for (name, addr) in &self.dns_names {
+                args.push(format!("--address=/{name}/{addr}"));
+            }
+        }
         for option in &self.options {
             args.push(format!("--dhcp-option={option}"));
         }

@@ -227,23 +227,42 @@ fn a_pxe_node_takes_its_url_from_boot_ipxe_and_a_cloud_node_asks_the_metadata_se
 }
 
 #[test]
-fn a_valid_config_url_is_applied_once_the_network_is_up_without_maintenance() -> anyhow::Result<()>
-{
+fn a_valid_config_url_by_name_is_applied_once_the_network_is_up_without_maintenance()
+-> anyhow::Result<()> {
     let image = test_image()?;
     let mut network = Network::new()?;
-    network.start_dnsmasq(network.dhcp_config())?;
+    // The URL names its server: resolved through the DNS server the lease names (dnsmasq,
+    // which knows only this name).
+    network.start_dnsmasq(shoal_qemu_tests::dnsmasq::DhcpConfig {
+        dns_names: vec![("config.shoal.test".into(), network.host_addr())],
+        options: vec![format!("6,{}", network.host_addr())],
+        ..network.dhcp_config()
+    })?;
     let www = tempfile::tempdir()?;
     std::fs::write(www.path().join("cluster.toml"), node_config("right-away"))?;
     network.serve_http(www.path())?;
     let vm = start(&image, "config-fast", |b| {
         b.nic_with_mac(&network, NicModel::VirtioNet, "52:54:00:77:c0:01")
-            .cmdline("shoal.config=http://10.77.0.1/cluster.toml")
+            .cmdline("shoal.config=http://config.shoal.test/cluster.toml")
     })?;
     let resolved = vm.wait_for_event("config.resolved", boot_timeout())?;
     let online = vm.wait_for_event("network.online", step_timeout())?;
-    let Event::ConfigResolved { ms, .. } = &resolved.event else {
+    let Event::ConfigResolved {
+        ms,
+        sources,
+        source_ms,
+        ..
+    } = &resolved.event
+    else {
         unreachable!()
     };
+    if sources != &["url: http://config.shoal.test/cluster.toml"] {
+        return Err(fail(&vm, format!("sources: {sources:?}")));
+    }
+    println!(
+        "URL source by name (DNS + HTTP): {:?} ms",
+        source_ms.get("url")
+    );
     // The measurement issue 8 asks for: time spent acquiring the configuration (URL source).
     println!(
         "URL source: configuration in force {ms} ms after shoal-configd started, {:.0} ms after \
