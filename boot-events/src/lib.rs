@@ -142,6 +142,14 @@ pub enum Event {
     /// slot, and says so.
     #[serde(rename = "update.failed")]
     UpdateFailed { message: String },
+    /// The booted slot is on trial (its entry still counts tries): PID 1 reboots unless it is
+    /// blessed within `timeout_s`.
+    #[serde(rename = "update.trial")]
+    UpdateTrial {
+        slot: String,
+        entry: String,
+        timeout_s: u64,
+    },
     /// A slot on trial did not become healthy in time: the node reboots so the boot counter
     /// moves on.
     #[serde(rename = "update.unhealthy")]
@@ -329,6 +337,7 @@ impl Event {
             Event::UpdateApplied { .. } => "update.applied",
             Event::UpdateBlessed { .. } => "update.blessed",
             Event::UpdateFailed { .. } => "update.failed",
+            Event::UpdateTrial { .. } => "update.trial",
             Event::UpdateUnhealthy { .. } => "update.unhealthy",
             Event::SwitchRoot { .. } => "switch_root",
             Event::MachineId { .. } => "machine_id",

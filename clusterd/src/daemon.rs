@@ -144,6 +144,15 @@ pub(crate) const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn serve(options: Options) -> anyhow::Result<()> {
     let started = Instant::now();
+    // A broken image, for the update tests: clusterd never comes up, so the node never
+    // becomes healthy and its trial runs out.
+    let cmdline = std::fs::read_to_string(&options.update.cmdline).unwrap_or_default();
+    if cmdline
+        .split_whitespace()
+        .any(|w| w == "shoaltest.clusterd_exit")
+    {
+        anyhow::bail!("shoaltest.clusterd_exit: clusterd fails as a broken image's would");
+    }
     let text = std::fs::read_to_string(&options.config)
         .with_context(|| format!("cannot read {}", options.config.display()))?;
     let source = options.config.display().to_string();
@@ -154,6 +163,10 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     let updater = Arc::new(crate::update::Updater::new(
         &options.update,
         &config.update.trusted_keys,
+        shoal_update::node::TrialPolicy {
+            tries: config.update.tries,
+            timeout: config.update.trial_timeout,
+        },
     ));
     updater.notice_failed_update();
     let cluster = &config.cluster;
@@ -280,20 +293,6 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         joining: AtomicBool::new(false),
         changing: AtomicBool::new(false),
     });
-    if node.updater.on_trial() {
-        // A new slot that does not get back into the cluster in time is given up on: the
-        // reboot spends one of its tries, and the last one sends the node back.
-        let updater = node.updater.clone();
-        let timeout = options.update.health_timeout;
-        tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            if updater.on_trial() {
-                crate::update::reboot(&format!(
-                    "the slot on trial did not rejoin the cluster within {timeout:?}"
-                ));
-            }
-        });
-    }
     tracing::info!(
         node = id,
         cluster = %cluster.name,

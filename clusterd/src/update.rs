@@ -1,13 +1,13 @@
 //! A/B updates on this node, through the cluster API: clusterd holds the updater
 //! (`shoal_update::node`) because it is what knows when the node is healthy again. It blesses a
 //! slot on trial once the node is back in its cluster (or, with no cluster, once it runs with
-//! the network online), records an update that ran out of tries, and reboots a trial boot that
-//! does not become healthy in time, so the boot counter moves on.
+//! the network online) and records an update that ran out of tries. PID 1 reboots a trial boot
+//! that is not blessed in time (`update.trial_timeout`, written into the new slot's entry), so
+//! a new image whose clusterd crashes or hangs fails its trial too.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use shoal_boot_events::{Event, Record};
 use shoal_update::bundle::PublicKey;
@@ -26,8 +26,6 @@ pub struct UpdateOptions {
     pub roots: Roots,
     pub cmdline: PathBuf,
     pub image_keys: PathBuf,
-    /// How long a slot on trial may take to become healthy before the node reboots.
-    pub health_timeout: Duration,
 }
 
 impl Default for UpdateOptions {
@@ -41,7 +39,6 @@ impl Default for UpdateOptions {
             },
             cmdline: "/proc/cmdline".into(),
             image_keys: IMAGE_KEYS.into(),
-            health_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -69,6 +66,8 @@ pub fn trusted_keys(image_keys: &Path, configured: &[String]) -> Vec<PublicKey> 
 pub struct Updater {
     node: Option<Node>,
     trusted: Vec<PublicKey>,
+    /// Tries and trial time for the slots it installs (`[update]` in the configuration).
+    policy: node::TrialPolicy,
     /// One apply, rollback or blessing at a time.
     busy: Mutex<()>,
 }
@@ -81,7 +80,11 @@ pub enum UpdateError {
 }
 
 impl Updater {
-    pub fn new(options: &UpdateOptions, configured_keys: &[String]) -> Updater {
+    pub fn new(
+        options: &UpdateOptions,
+        configured_keys: &[String],
+        policy: node::TrialPolicy,
+    ) -> Updater {
         let cmdline = std::fs::read_to_string(&options.cmdline).unwrap_or_default();
         let node = match Node::detect(options.roots.clone(), &cmdline) {
             Ok(node) => Some(node),
@@ -94,6 +97,7 @@ impl Updater {
         Updater {
             node,
             trusted: trusted_keys(&options.image_keys, configured_keys),
+            policy,
             busy: Mutex::new(()),
         }
     }
@@ -102,15 +106,6 @@ impl Updater {
         self.node
             .as_ref()
             .ok_or_else(|| UpdateError::Refused(node::Error::NotSlotted.to_string()))
-    }
-
-    /// Whether the booted slot is on trial.
-    pub fn on_trial(&self) -> bool {
-        self.node
-            .as_ref()
-            .and_then(|n| n.status().ok())
-            .and_then(|s| s.slots.into_iter().find(|s| s.booted))
-            .is_some_and(|s| s.state == "trial")
     }
 
     /// At start: an update that ran out of tries is recorded and reported.
@@ -152,7 +147,7 @@ impl Updater {
             .map_err(|_| UpdateError::Refused("another update operation is running".into()))?;
         let mut last_percent = 0;
         let started = std::time::Instant::now();
-        let result = node.apply(bundle, &self.trusted, |part, bytes| {
+        let result = node.apply(bundle, &self.trusted, self.policy, |part, bytes| {
             // A line in the log every 256 MiB is plenty.
             let step = bytes >> 28;
             if part == "root" && step != last_percent {
@@ -187,19 +182,6 @@ impl Updater {
             .map_err(|e| UpdateError::Refused(e.to_string()))?;
         node.status()
             .map_err(|e| UpdateError::Failed(e.to_string()))
-    }
-}
-
-/// Reboots the machine (PID 1 treats SIGINT as Ctrl-Alt-Del: an ordered reboot).
-pub fn reboot(reason: &str) {
-    emit(Event::UpdateUnhealthy {
-        reason: reason.into(),
-    });
-    if let Err(e) = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(1),
-        nix::sys::signal::Signal::SIGINT,
-    ) {
-        tracing::error!("asking PID 1 to reboot: {e}");
     }
 }
 

@@ -214,6 +214,15 @@ pub struct Update {
     #[schemars(inner(pattern(r"^ed25519:[A-Za-z0-9+/]{43}=$")))]
     pub trusted_keys: Vec<String>,
     pub policy: UpdatePolicy,
+    /// Boots a new slot gets to become healthy before the bootloader goes back to the old
+    /// one (systemd-boot's boot counting), 1 to 10.
+    #[schemars(range(min = 1, max = 10))]
+    pub tries: u32,
+    /// How long a boot of a new slot may take to become healthy (back in its cluster) before
+    /// PID 1 reboots it, spending a try; 10s to 24h.
+    #[serde(with = "crate::network::duration")]
+    #[schemars(schema_with = "crate::network::duration::schema")]
+    pub trial_timeout: std::time::Duration,
 }
 
 impl Default for Update {
@@ -221,6 +230,8 @@ impl Default for Update {
         Update {
             trusted_keys: Vec::new(),
             policy: UpdatePolicy::Manual,
+            tries: 3,
+            trial_timeout: std::time::Duration::from_secs(300),
         }
     }
 }
@@ -440,6 +451,21 @@ impl MachineConfig {
             if let Err(reason) = check_public_key(key) {
                 problem(&format!("update.trusted_keys[{i}]"), reason);
             }
+        }
+        if !(1..=10).contains(&self.update.tries) {
+            problem(
+                "update.tries",
+                format!("{} boots: use 1 to 10", self.update.tries),
+            );
+        }
+        let trial = self.update.trial_timeout;
+        if trial < std::time::Duration::from_secs(10)
+            || trial > std::time::Duration::from_secs(86_400)
+        {
+            problem(
+                "update.trial_timeout",
+                format!("{trial:?}: use 10s to 24h (a whole number of seconds is kept)"),
+            );
         }
         if self.api.port == 0 {
             problem("api.port", "must not be 0".into());
@@ -768,6 +794,14 @@ labels = {{ gpu = "true" }}
             (
                 "[services.Bad]\ncommand = [\"/x\"]\n",
                 "machine.toml: services.Bad: \"Bad\" is not a service name (1 to 64 of a-z, 0-9, '.', '_', '-')",
+            ),
+            (
+                "[update]\ntries = 0\n",
+                "machine.toml: update.tries: 0 boots: use 1 to 10",
+            ),
+            (
+                "[update]\ntrial_timeout = \"5s\"\n",
+                "machine.toml: update.trial_timeout: 5s: use 10s to 24h (a whole number of seconds is kept)",
             ),
             (
                 "[update]\ntrusted_keys = [\"rsa:AAAA\"]\n",

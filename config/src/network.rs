@@ -550,7 +550,7 @@ impl fmt::Display for Cidr {
 }
 
 /// `"30s"`-style durations in serde.
-mod duration {
+pub(crate) mod duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -29,6 +29,7 @@ use crate::keeper::Keeper;
 use crate::mounts;
 use crate::power::{self, fatal};
 use crate::sys::{self, FinitLoader, UeventSocket};
+use crate::trial::{Trial, Verdict};
 use crate::uevent;
 use crate::verity;
 use crate::watchdog::Feeder;
@@ -145,6 +146,11 @@ fn initramfs_stage() -> ! {
         unknown_keys: cmdline.unknown_keys.clone(),
         errors: cmdline.errors.clone(),
     });
+    // A broken image, for the update tests: the panic hook reboots, which spends a try.
+    assert!(
+        !cmdline.test_panic,
+        "shoaltest.panic: PID 1 fails as a broken image would"
+    );
 
     // A root image inside the initramfs needs no device drivers, only loop and its filesystem:
     // leave coldplug to the root stage, which has every module. A root on a disk needs the
@@ -383,10 +389,33 @@ fn mount_state(slot: Slot, plug: &mut Coldplug<FinitLoader>) {
     });
 }
 
+/// How often PID 1 looks whether a slot on trial was blessed.
+const TRIAL_POLL: Duration = Duration::from_secs(2);
+
+/// Watches the booted slot if it is on trial (needs the ESP and STATE mounted).
+fn start_trial(slot: Slot, timeout: Duration) -> Option<Trial> {
+    let trial = Trial::start(
+        Path::new(ESP_MOUNT),
+        Path::new("/var/lib/shoal"),
+        slot,
+        timeout,
+        Instant::now(),
+    )?;
+    emit(Event::UpdateTrial {
+        slot: slot.as_str().into(),
+        entry: trial.entry.clone(),
+        timeout_s: timeout.as_secs(),
+    });
+    Some(trial)
+}
+
+/// Where the ESP of a disk boot is mounted.
+const ESP_MOUNT: &str = "/run/shoal/boot";
+
 /// Mounts the boot disk's ESP on /run/shoal/boot for the updater (root only: FAT has no owners,
 /// so the mount's mask keeps everyone else out). Without it the node boots, but cannot update.
 fn mount_esp(slot: Slot, plug: &mut Coldplug<FinitLoader>) {
-    const TARGET: &str = "/run/shoal/boot";
+    const TARGET: &str = ESP_MOUNT;
     let sys_root = Path::new("/sys");
     let esp = sysfs::find_one(sys_root, &slot.partition_name(), None)
         .and_then(|root| sysfs::find_one(sys_root, sysfs::ESP_NAME, Some(&root.disk)));
@@ -568,10 +597,11 @@ fn root_stage() -> ! {
     let uevents = UeventSocket::open().unwrap_or_else(|e| fatal(e.to_string()));
     let mut plug = coldplug(Stage::Root, &cmdline);
     mount_efivars(&mut plug);
-    if let Some(slot) = cmdline.slot {
+    let trial = cmdline.slot.and_then(|slot| {
         mount_state(slot, &mut plug);
         mount_esp(slot, &mut plug);
-    }
+        start_trial(slot, cmdline.trial_timeout)
+    });
 
     let sys_root = Path::new("/sys");
     let hw = identity::read_hardware_ids(sys_root);
@@ -604,6 +634,14 @@ fn root_stage() -> ! {
     }
 
     let watchdog = arm_watchdog(&cmdline, &mut plug);
+    if cmdline.test_hang {
+        // A broken image, for the update tests: PID 1 hangs before anything starts, and only
+        // the watchdog it just armed gets the machine out.
+        tracing::warn!("shoaltest.hang: PID 1 hangs as a broken image would");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     let mut pid1 = MainLoop {
         plug,
         uevents,
@@ -612,6 +650,7 @@ fn root_stage() -> ! {
         keeper: Keeper::default(),
         inventory: Refresh::default(),
         watchdog,
+        trial,
     };
     pid1.open_power_buttons();
     pid1.inventory
@@ -747,6 +786,8 @@ struct MainLoop {
     keeper: Keeper,
     inventory: Refresh,
     watchdog: Option<(sys::Watchdog, Feeder)>,
+    /// A slot on trial: reboot unless the updater blesses it in time.
+    trial: Option<Trial>,
 }
 
 impl MainLoop {
@@ -768,6 +809,10 @@ impl MainLoop {
                     self.keeper.next_start(),
                     self.inventory.deadline(),
                     self.watchdog.as_ref().and_then(|(_, f)| f.deadline()),
+                    // Look for the blessing every few seconds, and at the deadline.
+                    self.trial
+                        .as_ref()
+                        .map(|t| t.deadline.min(Instant::now() + TRIAL_POLL)),
                 ]
                 .into_iter()
                 .flatten()
@@ -800,6 +845,7 @@ impl MainLoop {
             if signal_ready {
                 self.handle_signals();
             }
+            self.check_trial();
             if self.keeper.due(Instant::now()) {
                 self.start_supervisor();
             }
@@ -829,6 +875,31 @@ impl MainLoop {
         }
         // SIGCHLD coalesces; reap anyway in case a signal was merged with another.
         self.reap();
+    }
+
+    /// Ends the trial: blessed, or out of time (recorded, then an ordered reboot).
+    fn check_trial(&mut self) {
+        let Some(trial) = &self.trial else { return };
+        match trial.check(Instant::now()) {
+            Verdict::Waiting => {}
+            Verdict::Blessed => {
+                tracing::info!("slot {} blessed: the trial is over", trial.slot.as_str());
+                self.trial = None;
+            }
+            Verdict::Expired => {
+                let reason = format!(
+                    "slot {} was not healthy within {} s of booting ({}); rebooting spends a try",
+                    trial.slot.as_str(),
+                    trial.timeout.as_secs(),
+                    trial.entry
+                );
+                trial.write("unhealthy");
+                emit(Event::UpdateUnhealthy {
+                    reason: reason.clone(),
+                });
+                self.shutdown(PowerAction::Reboot, &reason)
+            }
+        }
     }
 
     fn shutdown(&self, action: PowerAction, reason: &str) -> ! {

@@ -99,6 +99,15 @@ pub struct Cmdline {
     pub hash_offset: Option<u64>,
     /// `shoal.watchdog=SECONDS`: the watchdog's timeout; 0 leaves it off.
     pub watchdog: Duration,
+    /// `shoal.trial_timeout=SECONDS`: how long a slot on trial may take to be blessed (the
+    /// updater writes it into the entry; see `trial`).
+    pub trial_timeout: Duration,
+    /// `shoaltest.panic` (test images only): PID 1 panics as it starts, as a broken image
+    /// would; the kernel's `panic=` reboots.
+    pub test_panic: bool,
+    /// `shoaltest.hang` (test images only): PID 1 hangs in the root stage once the watchdog is
+    /// armed, before it starts anything.
+    pub test_hang: bool,
     /// `shoaltest.watchdog_stall=SECONDS` (test images only): stop feeding the watchdog that
     /// long after boot, as a hung PID 1 would.
     pub test_watchdog_stall: Option<Duration>,
@@ -123,6 +132,9 @@ impl Default for Cmdline {
             root_hash: None,
             hash_offset: None,
             watchdog: Duration::from_secs(60),
+            trial_timeout: Duration::from_secs(300),
+            test_panic: false,
+            test_hang: false,
             test_watchdog_stall: None,
             hostname: None,
             reboot_delay: Duration::from_secs(10),
@@ -176,6 +188,10 @@ pub fn parse(line: &str) -> Cmdline {
         };
         if let Some(shoal_key) = key.strip_prefix("shoal.") {
             apply_shoal_key(&mut cmdline, shoal_key, value);
+        } else if key == "shoaltest.panic" {
+            cmdline.test_panic = true;
+        } else if key == "shoaltest.hang" {
+            cmdline.test_hang = true;
         } else if key == "shoaltest.watchdog_stall" {
             cmdline.test_watchdog_stall = value.and_then(parse_seconds);
         } else if let Some((module, _param)) = key.split_once('.') {
@@ -253,6 +269,10 @@ fn apply_shoal_key(cmdline: &mut Cmdline, key: &str, value: Option<&str>) {
             Ok(n @ 5..=3600) => cmdline.watchdog = Duration::from_secs(n.into()),
             _ => bad("must be 0 (off) or a whole number of seconds from 5 to 3600".into()),
         },
+        "trial_timeout" => match value.parse::<u32>() {
+            Ok(n @ 10..=86_400) => cmdline.trial_timeout = Duration::from_secs(n.into()),
+            _ => bad("must be a whole number of seconds from 10 to 86400".into()),
+        },
         "hostname" => match validate_hostname(value) {
             Ok(()) => cmdline.hostname = Some(value.to_string()),
             Err(reason) => bad(reason),
@@ -275,6 +295,7 @@ fn known_key(key: &str) -> bool {
             | "roothash"
             | "hashoffset"
             | "watchdog"
+            | "trial_timeout"
             | "reboot_delay"
             | "hostname"
             | "log"
@@ -322,7 +343,7 @@ mod tests {
     fn reads_every_known_key() {
         let c = parse(
             "shoal.root=/dev/vda shoal.rootfstype=squashfs shoal.rootwait=2.5 \
-             shoal.hostname=node-1 shoal.reboot_delay=1 shoal.log=debug",
+             shoal.hostname=node-1 shoal.reboot_delay=1 shoal.log=debug shoal.trial_timeout=20",
         );
         assert_eq!(c.root, PathBuf::from("/dev/vda"));
         assert_eq!(c.root_fstype, RootFsType::Squashfs);
@@ -330,7 +351,14 @@ mod tests {
         assert_eq!(c.hostname.as_deref(), Some("node-1"));
         assert_eq!(c.reboot_delay, Duration::from_secs(1));
         assert_eq!(c.log_level, LogLevel::Debug);
+        assert_eq!(c.trial_timeout, Duration::from_secs(20));
         assert!(c.unknown_keys.is_empty() && c.errors.is_empty(), "{c:?}");
+        let bad = parse("shoal.trial_timeout=5");
+        assert_eq!(bad.trial_timeout, Duration::from_secs(300));
+        assert_eq!(
+            bad.errors,
+            ["shoal.trial_timeout=5: must be a whole number of seconds from 10 to 86400"]
+        );
     }
 
     #[test]
@@ -381,6 +409,9 @@ mod tests {
             parse("shoaltest.watchdog_stall=3").test_watchdog_stall,
             Some(Duration::from_secs(3))
         );
+        let broken = parse("shoaltest.panic shoaltest.hang");
+        assert!(broken.test_panic && broken.test_hang, "{broken:?}");
+        assert!(!parse("").test_panic && !parse("").test_hang);
     }
 
     #[test]

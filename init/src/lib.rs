@@ -19,6 +19,7 @@ pub mod modprobe;
 pub mod mounts;
 pub mod power;
 pub mod sys;
+pub mod trial;
 pub mod uevent;
 pub mod verity;
 pub mod watchdog;

@@ -21,9 +21,9 @@ fn fail(vm: &Vm, message: String) -> anyhow::Error {
 }
 
 /// The image flashed onto a 1 GiB disk in `dir`, with a one-node cluster's machine
-/// configuration dropped onto its ESP the way an edge appliance gets it before shipping; the
-/// configuration is also `dir/machine.toml`, for shoalctl.
-fn flash(image: &Image, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+/// configuration (and `extra`) dropped onto its ESP the way an edge appliance gets it before
+/// shipping; the configuration is also `dir/machine.toml`, for shoalctl.
+fn flash(image: &Image, dir: &Path, extra: &str) -> anyhow::Result<std::path::PathBuf> {
     let disk = dir.join("disk.raw");
     let disk_arg = disk.display().to_string();
     host_tool(
@@ -38,7 +38,7 @@ fn flash(image: &Image, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     let config = dir.join("machine.toml");
     std::fs::write(
         &config,
-        format!("[cluster]\nname = \"disk\"\nsecret = \"{SECRET}\"\nexpected_size = 1\n"),
+        format!("[cluster]\nname = \"disk\"\nsecret = \"{SECRET}\"\nexpected_size = 1\n{extra}"),
     )?;
     let (esp_offset, _) = partition(image, "ESP")?;
     host_tool(
@@ -53,14 +53,14 @@ fn flash(image: &Image, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     Ok(disk)
 }
 
-/// The test image flashed (see [`flash`]) into a fresh directory, and a test network with
-/// DHCP for the VM that boots it.
-fn lab() -> anyhow::Result<(Image, Network, tempfile::TempDir, std::path::PathBuf)> {
+/// The test image flashed (see [`flash`], with `extra` configuration) into a fresh directory,
+/// and a test network with DHCP for the VM that boots it.
+fn lab(extra: &str) -> anyhow::Result<(Image, Network, tempfile::TempDir, std::path::PathBuf)> {
     let image = test_image()?;
     let mut network = Network::new()?;
     network.start_dnsmasq(network.dhcp_config())?;
     let dir = tempfile::tempdir()?;
-    let disk = flash(&image, dir.path())?;
+    let disk = flash(&image, dir.path(), extra)?;
     Ok((image, network, dir, disk))
 }
 
@@ -132,7 +132,7 @@ fn member_and_state(vm: &Vm) -> anyhow::Result<(u64, u64, Option<u64>)> {
 #[test]
 fn a_flashed_disk_boots_its_verified_slot_grows_state_and_keeps_the_node_identity()
 -> anyhow::Result<()> {
-    let (image, network, _dir, disk) = lab()?;
+    let (image, network, _dir, disk) = lab("")?;
     let disk_arg = disk.display().to_string();
     let (state_offset, state_size) = partition(&image, "shoal-state")?;
 
@@ -349,7 +349,7 @@ fn update_status(vm: &Vm, network: &Network, dir: &Path) -> anyhow::Result<serde
 #[test]
 fn an_update_goes_to_slot_b_is_blessed_once_the_node_is_back_survives_a_reboot_and_rolls_back()
 -> anyhow::Result<()> {
-    let (image, network, dir, disk) = lab()?;
+    let (image, network, dir, disk) = lab("")?;
     let bundle = std::fs::read(image.dir().join("update.bundle"))?;
 
     let vm = boot("update-a", &network, &disk)?;
@@ -454,6 +454,143 @@ fn an_update_goes_to_slot_b_is_blessed_once_the_node_is_back_survives_a_reboot_a
     let status = update_status(&vm, &network, dir.path())?;
     if status["booted"] != "a" || !status["last_result"].to_string().contains("rolled back") {
         return Err(fail(&vm, format!("after the rollback: {status}")));
+    }
+    Ok(())
+}
+
+/// The test image's update bundle with `extra` added to its kernel command line, signed again
+/// with the development key the test image trusts: a broken image, for the failure tests.
+fn broken_bundle(image: &Image, extra: &str, out: &Path) -> anyhow::Result<()> {
+    use shoal_update::bundle::{PARTS, Reader, SigningKey, write};
+    let key_file =
+        shoal_image_build::workspace_root().join("image-build/profiles/keys/dev-update.key");
+    let key = SigningKey::parse(&std::fs::read_to_string(key_file)?)?;
+    let mut reader = Reader::open(
+        File::open(image.dir().join("update.bundle"))?,
+        &[key.public()],
+        "x86_64",
+    )?;
+    let mut manifest = reader.manifest.clone();
+    manifest.cmdline = format!("{} {extra}", manifest.cmdline);
+    let mut parts = Vec::new();
+    for name in PARTS {
+        let mut bytes = Vec::new();
+        reader.copy_part(name, &mut bytes, |_| {})?;
+        parts.push((name, bytes));
+    }
+    let readers = parts
+        .iter()
+        .map(|(name, bytes)| {
+            (
+                *name,
+                bytes.len() as u64,
+                Box::new(&bytes[..]) as Box<dyn std::io::Read + '_>,
+            )
+        })
+        .collect();
+    write(&mut File::create(out)?, manifest, readers, &key)?;
+    Ok(())
+}
+
+#[test]
+fn a_new_image_that_panics_hangs_or_never_becomes_healthy_falls_back_to_the_old_slot_with_the_reason()
+-> anyhow::Result<()> {
+    // One try per update, and 15 s to become healthy, to keep the test short.
+    let (image, network, dir, disk) = lab("[update]\ntries = 1\ntrial_timeout = \"15s\"\n")?;
+    let mut vm = boot("fail-a", &network, &disk)?;
+    let (node_id, _, _) = member_and_state(&vm)?;
+    for (what, knobs, reason) in [
+        (
+            "panics",
+            "shoaltest.panic",
+            "in its only boot it never got as far as mounting STATE",
+        ),
+        (
+            "hangs",
+            "shoaltest.hang shoal.watchdog=5",
+            "in its only boot it started but stopped before it was healthy",
+        ),
+        (
+            "never-healthy",
+            "shoaltest.clusterd_exit",
+            "in its only boot it booted but was not healthy (back in its cluster) within 15 s",
+        ),
+    ] {
+        let bundle = dir.path().join(format!("{what}.bundle"));
+        broken_bundle(&image, knobs, &bundle)?;
+        ctl(
+            &vm,
+            &network,
+            dir.path(),
+            &["update", "apply", &bundle.display().to_string()],
+        )?;
+        vm.ctrl_alt_delete()?;
+        vm.wait_exit(step_timeout())
+            .map_err(|e| fail(&vm, e.to_string()))?;
+        drop(vm);
+
+        // The trial boot of slot B fails its own way, and the machine resets or reboots.
+        // (Only slot B's command line has the knobs: a panic is slot B's; the others show
+        // slot B's trial starting.)
+        let trial = boot(&format!("fail-{what}"), &network, &disk)?;
+        if what != "panics" {
+            let started = trial
+                .wait_for_event("update.trial", boot_timeout())
+                .map_err(|e| fail(&trial, e.to_string()))?;
+            if !matches!(&started.event, Event::UpdateTrial { slot, timeout_s: 15, .. } if slot == "b")
+            {
+                return Err(fail(&trial, format!("{what}: {started:?}")));
+            }
+        }
+        let how = match what {
+            "panics" => "panic",
+            "hangs" => "update.trial",
+            _ => "update.unhealthy",
+        };
+        let seen = trial
+            .wait_for_event(how, boot_timeout())
+            .map_err(|e| fail(&trial, e.to_string()))?;
+        trial
+            .wait_exit(boot_timeout())
+            .map_err(|e| fail(&trial, format!("{what}: still running: {e}")))?;
+        println!(
+            "{what}: {how} at {:.2} s (guest clock), then the machine restarted",
+            seen.t
+        );
+        drop(trial);
+
+        // Out of tries: systemd-boot goes back to slot A, which says why the update failed.
+        let back = boot(&format!("fail-{what}-back"), &network, &disk)?;
+        let booted = back
+            .wait_for_event("root.verity", boot_timeout())
+            .map_err(|e| fail(&back, e.to_string()))?;
+        if !matches!(&booted.event, Event::RootVerity { partition, .. } if partition == "vda2") {
+            return Err(fail(&back, format!("{what}: came back on {booted:?}")));
+        }
+        let failed = back
+            .wait_for_event("update.failed", boot_timeout())
+            .map_err(|e| fail(&back, e.to_string()))?;
+        let Event::UpdateFailed { message } = &failed.event else {
+            unreachable!()
+        };
+        if !message.contains(reason) || !message.ends_with("back on slot a") {
+            return Err(fail(&back, format!("{what}: the failure says {message:?}")));
+        }
+        let member = back
+            .wait_for_event("cluster.member", boot_timeout())
+            .map_err(|e| fail(&back, e.to_string()))?;
+        if !matches!(member.event, Event::ClusterMember { node, .. } if node == node_id) {
+            return Err(fail(&back, format!("{what}: back as {member:?}")));
+        }
+        let status = update_status(&back, &network, dir.path())?;
+        if status["booted"] != "a"
+            || status["slots"][1]["state"] != "failed"
+            || status["last_result"] != message.as_str()
+        {
+            return Err(fail(&back, format!("{what}: status {status}")));
+        }
+        println!("{what}: {message}");
+        vm = back;
     }
     Ok(())
 }

@@ -131,6 +131,61 @@ pub struct Node {
 }
 
 const RESULT_FILE: &str = "update-result";
+/// What PID 1 of a slot on trial recorded (`init/src/trial.rs` writes it): `key=value` lines
+/// `slot`, `entry`, `outcome` (`started` or `unhealthy`) and `timeout_s`.
+const TRIAL_FILE: &str = "update-trial";
+
+/// How many boots and how long each a new slot gets to become healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrialPolicy {
+    pub tries: u32,
+    pub timeout: std::time::Duration,
+}
+
+impl Default for TrialPolicy {
+    fn default() -> Self {
+        TrialPolicy {
+            tries: TRIES,
+            timeout: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+/// Why the slot of `failed` (out of tries) never became good, from PID 1's trial record.
+pub fn why_trial_failed(record: &str, failed: &entries::Entry) -> String {
+    let field = |key: &str| {
+        record
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_default()
+    };
+    let boots = match failed.counter {
+        Some(c) => c.done,
+        None => 0,
+    };
+    let boots = if boots == 1 {
+        "its only boot".to_string()
+    } else {
+        format!("{boots} boots")
+    };
+    if field("slot") != failed.slot.to_string() {
+        // Its PID 1 never mounted STATE: the kernel, the initramfs or early PID 1 failed.
+        return format!(
+            "in {boots} it never got as far as mounting STATE (the kernel or early boot failed, \
+             or PID 1 panicked)"
+        );
+    }
+    match field("outcome") {
+        "unhealthy" => format!(
+            "in {boots} it booted but was not healthy (back in its cluster) within {} s",
+            field("timeout_s")
+        ),
+        _ => format!(
+            "in {boots} it started but stopped before it was healthy (it hung and the watchdog \
+             reset it, or it crashed)"
+        ),
+    }
+}
 
 impl Node {
     /// The node as its command line and sysfs show it.
@@ -193,11 +248,13 @@ impl Node {
     }
 
     /// Verifies `bundle` against `trusted` and installs it into the other slot, which becomes
-    /// the default on trial. `progress` hears the bytes of each part copied so far.
+    /// the default on trial (`policy`'s tries, each with its time to become healthy).
+    /// `progress` hears the bytes of each part copied so far.
     pub fn apply(
         &self,
         bundle: impl Read,
         trusted: &[PublicKey],
+        policy: TrialPolicy,
         mut progress: impl FnMut(&str, u64),
     ) -> Result<Applied, Error> {
         let mut reader = Reader::open(bundle, trusted, std::env::consts::ARCH)?;
@@ -213,6 +270,8 @@ impl Node {
                 size,
             });
         }
+        // A trial record from an earlier update must not explain this one's outcome.
+        let _ = fs::remove_file(self.roots.state.join(TRIAL_FILE));
         // The target slot stops being bootable before any of it changes.
         let entries_dir = self.roots.esp.join("loader/entries");
         for old in entries::read(&self.roots.esp)?
@@ -250,18 +309,22 @@ impl Node {
         fs::File::open(&slot_dir)
             .and_then(|d| d.sync_all())
             .map_err(io(&slot_dir))?;
-        let options = entries::slot_options(
-            &manifest.cmdline,
-            target,
-            &manifest.root_hash,
-            manifest.hash_offset,
+        let options = format!(
+            "{} shoal.trial_timeout={}",
+            entries::slot_options(
+                &manifest.cmdline,
+                target,
+                &manifest.root_hash,
+                manifest.hash_offset,
+            ),
+            policy.timeout.as_secs()
         );
         entries::install(
             &self.roots.esp,
             target,
             &manifest.version,
             &options,
-            Some(TRIES),
+            Some(policy.tries),
         )?;
         self.record(&format!(
             "{} installed in slot {target}, on trial until it proves healthy",
@@ -303,9 +366,13 @@ impl Node {
         if newest.slot == self.booted || newest.bootable() {
             return Ok(None);
         }
+        let trial = fs::read_to_string(self.roots.state.join(TRIAL_FILE)).unwrap_or_default();
         let message = format!(
-            "update to {} in slot {} failed: it did not become healthy in {TRIES} boots; back on slot {}",
-            newest.version, newest.slot, self.booted
+            "update to {} in slot {} failed: {}; back on slot {}",
+            newest.version,
+            newest.slot,
+            why_trial_failed(&trial, newest),
+            self.booted
         );
         let already = fs::read_to_string(self.roots.state.join(RESULT_FILE)).unwrap_or_default();
         if already.trim() != message {
@@ -425,7 +492,12 @@ mod tests {
         assert_eq!((n.booted, n.disk.as_str()), (Slot::A, "vda"));
         let root = vec![0x42u8; 8192];
         let applied = n
-            .apply(&bundle_bytes(&root)[..], &[key().public()], |_, _| {})
+            .apply(
+                &bundle_bytes(&root)[..],
+                &[key().public()],
+                TrialPolicy::default(),
+                |_, _| {},
+            )
             .unwrap();
         assert_eq!((applied.slot, applied.version.as_str()), (Slot::B, "0.2.0"));
         let slot_b = fs::read(f.roots.dev.join("vda3")).unwrap();
@@ -445,7 +517,8 @@ mod tests {
         assert_eq!(
             default.options,
             format!(
-                "console=ttyS0 quiet shoal.slot=b shoal.roothash={} shoal.hashoffset=4096",
+                "console=ttyS0 quiet shoal.slot=b shoal.roothash={} shoal.hashoffset=4096 \
+                 shoal.trial_timeout=300",
                 "cd".repeat(32)
             )
         );
@@ -464,16 +537,34 @@ mod tests {
         let other =
             bundle::SigningKey::parse(&base64::engine::general_purpose::STANDARD.encode([9u8; 32]))
                 .unwrap();
-        assert!(n.apply(&good[..], &[other.public()], |_, _| {}).is_err());
         assert!(
-            n.apply(&good[..good.len() - 100], &[key().public()], |_, _| {})
-                .is_err()
+            n.apply(
+                &good[..],
+                &[other.public()],
+                TrialPolicy::default(),
+                |_, _| {}
+            )
+            .is_err()
+        );
+        assert!(
+            n.apply(
+                &good[..good.len() - 100],
+                &[key().public()],
+                TrialPolicy::default(),
+                |_, _| {}
+            )
+            .is_err()
         );
         let mut flipped = good.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         let err = n
-            .apply(&flipped[..], &[key().public()], |_, _| {})
+            .apply(
+                &flipped[..],
+                &[key().public()],
+                TrialPolicy::default(),
+                |_, _| {},
+            )
             .unwrap_err();
         assert!(err.to_string().contains("sha256"), "{err}");
         // Slot A stays the only entry and the default; slot B's entry was never written.
@@ -492,6 +583,7 @@ mod tests {
             .apply(
                 &bundle_bytes(&vec![1u8; 16384])[..],
                 &[key().public()],
+                TrialPolicy::default(),
                 |_, _| {},
             )
             .unwrap_err();
@@ -505,6 +597,7 @@ mod tests {
         a.apply(
             &bundle_bytes(&vec![7u8; 4096 * 2])[..],
             &[key().public()],
+            TrialPolicy::default(),
             |_, _| {},
         )
         .unwrap();
@@ -522,6 +615,7 @@ mod tests {
         a.apply(
             &bundle_bytes(&vec![8u8; 4096 * 2])[..],
             &[key().public()],
+            TrialPolicy::default(),
             |_, _| {},
         )
         .unwrap();
@@ -531,16 +625,58 @@ mod tests {
             entries_dir.join("shoal-b+0-3.conf"),
         )
         .unwrap();
+        // Its PID 1 recorded that it was not healthy in time.
+        fs::write(
+            f.roots.state.join(TRIAL_FILE),
+            "slot=b\nentry=shoal-b+1-2.conf\noutcome=unhealthy\ntimeout_s=300\n",
+        )
+        .unwrap();
         let message = a.notice_failed_update().unwrap().unwrap();
-        assert!(
-            message.contains("update to 0.2.0 in slot b failed"),
-            "{message}"
+        assert_eq!(
+            message,
+            "update to 0.2.0 in slot b failed: in 3 boots it booted but was not healthy (back in \
+             its cluster) within 300 s; back on slot a"
         );
         assert_eq!(
             a.status().unwrap().last_result.as_deref(),
             Some(message.as_str())
         );
         assert_eq!(a.status().unwrap().slots[1].state, "failed");
+    }
+
+    #[test]
+    fn the_trial_record_says_why_an_update_failed() {
+        let failed = |done| entries::Entry {
+            file: format!("shoal-b+0-{done}.conf"),
+            slot: Slot::B,
+            counter: Some(entries::Counter { left: 0, done }),
+            version: "0.2.0".into(),
+            generation: 1,
+            options: String::new(),
+        };
+        // No record from slot b (an older one from slot a): it never mounted STATE.
+        let never = why_trial_failed("slot=a\noutcome=started\n", &failed(1));
+        assert_eq!(
+            never,
+            "in its only boot it never got as far as mounting STATE (the kernel or early boot \
+             failed, or PID 1 panicked)"
+        );
+        assert_eq!(
+            why_trial_failed("", &failed(3)),
+            never.replace("its only boot", "3 boots")
+        );
+        assert_eq!(
+            why_trial_failed(
+                "slot=b\nentry=shoal-b+0-1.conf\noutcome=started\ntimeout_s=20\n",
+                &failed(1)
+            ),
+            "in its only boot it started but stopped before it was healthy (it hung and the \
+             watchdog reset it, or it crashed)"
+        );
+        assert_eq!(
+            why_trial_failed("slot=b\noutcome=unhealthy\ntimeout_s=20\n", &failed(2)),
+            "in 2 boots it booted but was not healthy (back in its cluster) within 20 s"
+        );
     }
 
     #[test]
