@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -117,7 +118,7 @@ impl Client {
     async fn connect(
         &self,
         endpoint: &str,
-    ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+    ) -> Result<hyper::client::conn::http1::SendRequest<RequestBody>, String> {
         let stream = TcpStream::connect(endpoint)
             .await
             .map_err(|e| format!("{endpoint}: {e}"))?;
@@ -132,6 +133,91 @@ impl Client {
             .map_err(|e| format!("{endpoint}: {e}"))?;
         tokio::spawn(connection);
         Ok(sender)
+    }
+
+    /// Connects to the first endpoint that accepts a connection.
+    async fn first_connection(
+        &self,
+    ) -> Result<(hyper::client::conn::http1::SendRequest<RequestBody>, String), ClientError> {
+        let mut failures = Vec::new();
+        for endpoint in &self.endpoints {
+            match tokio::time::timeout(self.timeout, self.connect(endpoint)).await {
+                Ok(Ok(sender)) => return Ok((sender, endpoint.clone())),
+                Ok(Err(e)) => failures.push(e),
+                Err(_) => failures.push(format!(
+                    "{endpoint}: no connection within {:?}",
+                    self.timeout
+                )),
+            }
+        }
+        Err(ClientError::Unreachable(failures.join("; ")))
+    }
+
+    /// Sends an update bundle as `produce` reads it from wherever it is (a file, a download),
+    /// writing chunks into the [`BodySender`] it is given; the node verifies and writes it as
+    /// it arrives (`POST /v1/update`). `length`, when known, is sent as the Content-Length. If
+    /// the node answers before the body is complete (a bad signature is known from the first
+    /// kilobytes), the answer is returned at once and `produce` is dropped.
+    pub async fn update_apply_streaming<F, Fut>(
+        &self,
+        length: Option<u64>,
+        produce: F,
+    ) -> Result<UpdateApplied, ClientError>
+    where
+        F: FnOnce(BodySender) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let (mut sender, endpoint) = self.first_connection().await?;
+        let (tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(4);
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/update")
+            .header("host", tls::SERVER_NAME)
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/octet-stream");
+        if let Some(length) = length {
+            request = request.header("content-length", length);
+        }
+        let request = request
+            .body(UnsyncBoxBody::new(body))
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        let response = sender.send_request(request);
+        let pump = produce(BodySender(Some(tx)));
+        tokio::pin!(response, pump);
+        let exchange = async {
+            let mut produced: Option<Result<(), String>> = None;
+            let response = loop {
+                tokio::select! {
+                    r = &mut response => break r,
+                    p = &mut pump, if produced.is_none() => produced = Some(p),
+                }
+            };
+            let response = response.map_err(|e| {
+                let cause = match &produced {
+                    Some(Err(reason)) => format!("{reason} ({e})"),
+                    _ => e.to_string(),
+                };
+                ClientError::Unknown(format!("{endpoint}: {cause}"))
+            })?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Unknown(format!("{endpoint}: {e}")))?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(api_error(status, &bytes));
+            }
+            decode(&bytes, &endpoint)
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Unknown(format!(
+                "{endpoint}: no answer within {:?}",
+                self.timeout
+            ))),
+        }
     }
 
     /// Sends one request. The first endpoint that accepts a connection gets it; once a request
@@ -166,7 +252,7 @@ impl Client {
                 .header("host", tls::SERVER_NAME)
                 .header("authorization", format!("Bearer {}", self.token))
                 .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body.clone().unwrap_or_default())))
+                .body(full(body.clone().unwrap_or_default()))
                 .map_err(|e| ClientError::Setup(e.to_string()))?;
             let exchange = async {
                 let response = sender.send_request(request).await?;
@@ -344,6 +430,37 @@ impl Client {
                 None,
             )
             .await
+    }
+}
+
+/// Every request's body: whole, or produced while it is sent.
+type RequestBody = UnsyncBoxBody<Bytes, std::io::Error>;
+
+fn full(bytes: Vec<u8>) -> RequestBody {
+    UnsyncBoxBody::new(Full::new(Bytes::from(bytes)).map_err(|never| match never {}))
+}
+
+/// Where a streamed body's chunks go ([`Client::update_apply_streaming`]).
+#[derive(Debug)]
+pub struct BodySender(Option<http_body_util::channel::Sender<Bytes, std::io::Error>>);
+
+impl BodySender {
+    /// Sends one chunk; an error means the request is over (the node answered or went away).
+    pub async fn send(&mut self, chunk: Bytes) -> Result<(), String> {
+        match &mut self.0 {
+            Some(tx) => tx
+                .send_data(chunk)
+                .await
+                .map_err(|_| "the node stopped reading".to_string()),
+            None => Err("the body was aborted".into()),
+        }
+    }
+
+    /// Ends the body with an error: the node sees a broken upload and keeps nothing.
+    pub fn abort(&mut self, reason: &str) {
+        if let Some(tx) = self.0.take() {
+            tx.abort(std::io::Error::other(reason.to_string()));
+        }
     }
 }
 

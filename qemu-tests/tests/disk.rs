@@ -663,8 +663,17 @@ fn a_power_cut_at_any_point_of_an_update_leaves_a_good_slot_to_boot() -> anyhow:
         }
         vm = again;
     }
-    // The last cut left A booted: a full apply still works.
-    ctl(&vm, &network, dir.path(), &["update", "apply", &bundle])?;
+    // The last cut left A booted: a full apply still works, this time downloaded by shoalctl
+    // from a web server and streamed on as it arrives.
+    let mut network = network;
+    network.serve_http(image.dir())?;
+    let out = ctl(
+        &vm,
+        &network,
+        dir.path(),
+        &["update", "apply", "http://10.77.0.1/update.bundle"],
+    )?;
+    println!("{}", out.trim());
     let status = update_status(&vm, &network, dir.path())?;
     if status["slots"][1]["state"] != "trial" {
         return Err(fail(&vm, format!("after the cuts, apply gave {status}")));

@@ -60,8 +60,9 @@ pub enum UpdateCommand {
     /// and every hash, writes its other slot and makes it the default on trial; reboot the node
     /// to switch. Nothing changes when the bundle is refused.
     Apply {
-        /// The bundle file.
-        bundle: PathBuf,
+        /// The bundle: a file, or an http:// or https:// URL (downloaded here and streamed to
+        /// the node as it arrives).
+        bundle: String,
         #[command(flatten)]
         connection: Connection,
     },
@@ -223,18 +224,19 @@ pub async fn run(command: ClusterCommand) -> Result<()> {
             show(args.connection.output, &node, node_table)
         }
         ClusterCommand::Update(UpdateCommand::Apply { bundle, connection }) => {
-            let bytes =
-                std::fs::read(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
-            eprintln!(
-                "sending {} ({:.1} MiB); the node verifies it as it arrives",
-                bundle.display(),
-                bytes.len() as f64 / (1 << 20) as f64
-            );
+            let source = crate::upload::Source::parse(&bundle)?;
+            let length = crate::upload::length(&source).await?;
+            eprintln!("sending {bundle}; the node verifies it as it arrives");
             let started = std::time::Instant::now();
+            let mut progress = crate::upload::Progress::new(length);
             // Writing a slot takes a while: wait up to 10 minutes for the answer.
             let applied = connect(&connection)?
                 .with_timeout(Duration::from_secs(600))
-                .update_apply(bytes)
+                .update_apply_streaming(length, |mut body| async move {
+                    crate::upload::stream(&source, &mut body, &mut progress).await?;
+                    progress.finish();
+                    Ok(())
+                })
                 .await?;
             let seconds = started.elapsed().as_secs_f64();
             show(connection.output, &applied, |a| {

@@ -12,6 +12,7 @@ mod generate;
 mod inventory;
 mod network;
 mod table;
+mod upload;
 mod yaml;
 
 use std::path::{Path, PathBuf};

@@ -41,6 +41,8 @@ struct State {
     changes: Vec<Change>,
     /// Watch calls answered.
     watches: u64,
+    /// Bytes of update bundles received, per upload.
+    uploads: Vec<u64>,
 }
 
 fn node(id: &str, hostname: &str, role: &str) -> NodeView {
@@ -123,6 +125,9 @@ async fn handle(state: &Mutex<State>, request: Request<Incoming>) -> Response<Fu
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
+    if method == Method::POST && path == "/v1/update" {
+        return upload(state, request.into_body()).await;
+    }
     let body = request.into_body().collect().await.unwrap().to_bytes();
     let (response, nothing_yet) = answer(state, method, &path, &query, &body);
     if nothing_yet {
@@ -130,6 +135,38 @@ async fn handle(state: &Mutex<State>, request: Request<Incoming>) -> Response<Fu
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     response
+}
+
+/// `POST /v1/update` as clusterd takes it: read as it arrives, refused as soon as its start is
+/// not a bundle's (without reading the rest), else counted to the end.
+async fn upload(state: &Mutex<State>, mut body: Incoming) -> Response<Full<Bytes>> {
+    let mut received = 0u64;
+    let mut head = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return error(StatusCode::BAD_REQUEST, "the upload broke off");
+        };
+        if let Ok(data) = frame.into_data() {
+            received += data.len() as u64;
+            if head.len() < 16 {
+                head.extend_from_slice(&data[..data.len().min(16)]);
+                if head.len() >= 13 && !head.starts_with(b"SHOAL-BUNDLE") {
+                    state.lock().unwrap().uploads.push(received);
+                    return error(StatusCode::CONFLICT, "not an update bundle");
+                }
+            }
+        }
+    }
+    state.lock().unwrap().uploads.push(received);
+    json_reply(
+        StatusCode::OK,
+        &shoal_cluster_api::types::UpdateApplied {
+            slot: "b".into(),
+            version: "0.2.0".into(),
+            signer: "ed25519:test".into(),
+            bytes: received,
+        },
+    )
 }
 
 /// The answer, and whether it is a watch's with no changes.
@@ -686,4 +723,81 @@ fn gen_config_files_connect_with_the_admin_token() {
     );
     assert!(!ok);
     assert_eq!(err, "shoalctl: unknown token (HTTP 401)\n");
+}
+
+/// A plain HTTP server on 127.0.0.1 that serves `body` once per connection.
+fn web_server(body: Arc<Vec<u8>>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = stream.write_all(
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+            );
+            let _ = stream.write_all(&body);
+        }
+    });
+    address
+}
+
+#[test]
+fn update_apply_streams_a_file_or_a_download_and_stops_when_the_node_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (address, state, machine) = cluster(dir.path());
+    let mut bundle = b"SHOAL-BUNDLE\0\0\0".to_vec();
+    bundle.resize(5 << 20, 7);
+    let file = dir.path().join("update.bundle");
+    std::fs::write(&file, &bundle).unwrap();
+    let (ok, out, err) = on(
+        &machine,
+        &address,
+        &["update", "apply", file.to_str().unwrap()],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("0.2.0 installed in slot b (5.0 MiB in "),
+        "{out}"
+    );
+    // Not a terminal: a progress line per quarter.
+    assert!(err.contains("5.0 of 5.0 MiB (100%)"), "{err}");
+    assert!(err.contains("of 5.0 MiB (25%)"), "{err}");
+
+    // The same bundle from a web server, streamed on as it downloads.
+    let web = web_server(Arc::new(bundle));
+    let url = format!("http://{web}/shoal/update.bundle");
+    let (ok, out, err) = on(&machine, &address, &["update", "apply", &url]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(state.lock().unwrap().uploads, [5 << 20, 5 << 20]);
+
+    // Not a bundle: the node refuses it from its first bytes, and shoalctl stops sending.
+    let junk = dir.path().join("junk.bundle");
+    std::fs::write(&junk, vec![0u8; 64 << 20]).unwrap();
+    let started = std::time::Instant::now();
+    let (ok, _, err) = on(
+        &machine,
+        &address,
+        &["update", "apply", junk.to_str().unwrap()],
+    );
+    assert!(!ok);
+    assert!(err.contains("not an update bundle (HTTP 409)"), "{err}");
+    let read = state.lock().unwrap().uploads[2];
+    assert!(read < 64 << 20, "the node read it all ({read} bytes)");
+    println!("refused after {read} bytes, {:?}", started.elapsed());
+
+    // Missing file, bad URL: said before anything is sent.
+    let (ok, _, err) = on(
+        &machine,
+        &address,
+        &["update", "apply", "/nonexistent.bundle"],
+    );
+    assert!(!ok && err.contains("/nonexistent.bundle"), "{err}");
+    let (ok, _, err) = on(&machine, &address, &["update", "apply", "ftp://x/b"]);
+    assert!(!ok && err.contains("http:// or https://"), "{err}");
 }
