@@ -431,9 +431,13 @@ fn mount_esp(slot: Slot, plug: &mut Coldplug<FinitLoader>) {
         plug.load_module(module, "", &mut outcome);
     }
     let device = PathBuf::from("/dev").join(&esp.name);
+    // Directory changes synchronous: on FAT a renamed file's entry only gets its size and first
+    // cluster when the file is written back, so a power cut after an asynchronous rename can
+    // leave a boot entry or a kernel empty (the updater also syncs each renamed file).
     let flags = nix::mount::MsFlags::MS_NOSUID
         | nix::mount::MsFlags::MS_NODEV
-        | nix::mount::MsFlags::MS_NOEXEC;
+        | nix::mount::MsFlags::MS_NOEXEC
+        | nix::mount::MsFlags::MS_DIRSYNC;
     let result = fs::create_dir_all(TARGET)
         .map_err(|e| e.to_string())
         .and_then(|()| {

@@ -213,6 +213,22 @@ fn sync_dir(dir: &Path) -> Result<(), Error> {
         .map_err(io(dir))
 }
 
+/// Renames `from` to `to` on the ESP and makes it durable. On FAT, a rename writes the new
+/// directory entry with no first cluster and size 0; the file's own values reach it only when
+/// the file itself is written back. Syncing the directory alone is not enough: a power cut
+/// then leaves an empty file under the new name (the power-cut VM test found it). So the file
+/// is synced after the rename, then the directory.
+pub fn rename_durably(from: &Path, to: &Path) -> Result<(), Error> {
+    fs::rename(from, to).map_err(io(from))?;
+    fs::File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(io(to))?;
+    match to.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
 /// Writes `slot`'s entry, newest of all, with a trial counter of `tries` (or none: good as
 /// written), replacing the slot's previous entries. The entry becomes the default in one
 /// rename; before it, nothing bootable has changed.
@@ -236,8 +252,7 @@ pub fn install(
     let tmp = dir.join(format!(".{file}.tmp"));
     write_synced(&tmp, &entry_text(slot, version, generation, options))?;
     let path = dir.join(&file);
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    sync_dir(&dir)?;
+    rename_durably(&tmp, &path)?;
     Ok(Entry {
         file,
         slot,
@@ -261,8 +276,7 @@ pub fn bless(esp: &Path, slot: Slot) -> Result<bool, Error> {
     }
     let from = dir.join(&entry.file);
     let to = dir.join(file_name(slot, None));
-    fs::rename(&from, &to).map_err(io(&from))?;
-    sync_dir(&dir)?;
+    rename_durably(&from, &to)?;
     Ok(true)
 }
 

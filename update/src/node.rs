@@ -304,11 +304,8 @@ impl Node {
             return Err(e);
         }
         for (tmp, path) in &staged {
-            fs::rename(tmp, path).map_err(io(path))?;
+            entries::rename_durably(tmp, path)?;
         }
-        fs::File::open(&slot_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&slot_dir))?;
         let options = format!(
             "{} shoal.trial_timeout={}",
             entries::slot_options(

@@ -71,6 +71,7 @@ fn main() {
         }
         ["netinfo"] => netinfo(),
         ["capture"] => capture(),
+        ["diskwrite"] => diskwrite(),
         _ => usage(&format!("unknown arguments {args:?}")),
     };
     std::process::exit(code);
@@ -138,6 +139,48 @@ fn rss(test: &str) -> i32 {
 }
 
 /// What netd left for the rest of the node, as a program on the node sees it.
+/// When the kernel command line says `shoaltest.diskwrite=MIB`: writes that many MiB to a file
+/// on STATE (`/var/lib/shoal`) in 1 MiB sequential writes, syncs, removes it, and reports the
+/// time: the raw write speed an update's apply is compared with.
+fn diskwrite() -> i32 {
+    use std::io::Write;
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let Some(mib) = cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("shoaltest.diskwrite="))
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return 0;
+    };
+    let path = std::path::Path::new("/var/lib/shoal/diskwrite.tmp");
+    let chunk = vec![0x5au8; 1 << 20];
+    let started = std::time::Instant::now();
+    let written = std::fs::File::create(path).and_then(|mut f| {
+        for _ in 0..mib {
+            f.write_all(&chunk)?;
+        }
+        f.sync_all()
+    });
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let _ = std::fs::remove_file(path);
+    match written {
+        Ok(()) => {
+            println!(
+                "SHOAL-TEST {{\"test\":\"diskwrite\",\"mib\":{mib},\"ms\":{ms:.1},\"mib_s\":{:.2}}}",
+                mib as f64 / (ms / 1000.0)
+            );
+            0
+        }
+        Err(e) => {
+            println!(
+                "SHOAL-TEST {{\"test\":\"diskwrite\",\"error\":{}}}",
+                json_string(&e.to_string())
+            );
+            1
+        }
+    }
+}
+
 /// Writes a capture of this VM's hardware into the host directory QEMU shares as `capture`
 /// (qemu-tests' fixture maker; see inventory/tests/fixtures).
 fn capture() -> i32 {
