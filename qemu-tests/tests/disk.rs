@@ -354,13 +354,21 @@ fn an_update_goes_to_slot_b_is_blessed_once_the_node_is_back_survives_a_reboot_a
 
     let vm = boot("update-a", &network, &disk)?;
     let (node_id, _, _) = member_and_state(&vm)?;
-    // Refused bundles change nothing: a forged manifest, a truncated body.
+    // Refused bundles change nothing: a forged manifest, a truncated body, a changed byte in
+    // the root image (its hash), a bundle for another architecture (signed by the trusted key).
     let mut forged = bundle[..8192].to_vec();
     forged[100] ^= 1;
     let truncated = bundle[..1 << 20].to_vec();
+    let mut changed = bundle.clone();
+    let last = changed.len() - 4096;
+    changed[last] ^= 1;
+    let arm = dir.path().join("arm.bundle");
+    resigned_bundle(&image, &arm, |m| m.arch = "aarch64".into())?;
     for (what, bytes, expected) in [
         ("forged", forged, "bad signature"),
         ("truncated", truncated, "truncated"),
+        ("changed", changed, "sha256"),
+        ("arm", std::fs::read(&arm)?, "aarch64"),
     ] {
         let file = dir.path().join(format!("{what}.bundle"));
         std::fs::write(&file, bytes)?;
@@ -461,6 +469,16 @@ fn an_update_goes_to_slot_b_is_blessed_once_the_node_is_back_survives_a_reboot_a
 /// The test image's update bundle with `extra` added to its kernel command line, signed again
 /// with the development key the test image trusts: a broken image, for the failure tests.
 fn broken_bundle(image: &Image, extra: &str, out: &Path) -> anyhow::Result<()> {
+    resigned_bundle(image, out, |m| m.cmdline = format!("{} {extra}", m.cmdline))
+}
+
+/// The test image's update bundle with its manifest changed by `edit`, signed again with the
+/// development key the test image trusts.
+fn resigned_bundle(
+    image: &Image,
+    out: &Path,
+    edit: impl FnOnce(&mut shoal_update::bundle::Manifest),
+) -> anyhow::Result<()> {
     use shoal_update::bundle::{PARTS, Reader, SigningKey, write};
     let key_file =
         shoal_image_build::workspace_root().join("image-build/profiles/keys/dev-update.key");
@@ -471,7 +489,7 @@ fn broken_bundle(image: &Image, extra: &str, out: &Path) -> anyhow::Result<()> {
         "x86_64",
     )?;
     let mut manifest = reader.manifest.clone();
-    manifest.cmdline = format!("{} {extra}", manifest.cmdline);
+    edit(&mut manifest);
     let mut parts = Vec::new();
     for name in PARTS {
         let mut bytes = Vec::new();
