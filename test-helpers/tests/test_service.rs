@@ -124,6 +124,7 @@ fn the_test_image_service_definitions_are_valid() {
             "clusterd",
             "config",
             "crashy",
+            "diskwrite",
             "forkbomb",
             "memhog",
             "mid",
