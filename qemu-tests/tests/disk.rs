@@ -520,7 +520,7 @@ fn a_new_image_that_panics_hangs_or_never_becomes_healthy_falls_back_to_the_old_
     for (what, knobs, reason) in [
         (
             "panics",
-            "shoaltest.panic",
+            "shoaltest.panic shoal.reboot_delay=1",
             "in its only boot it never got as far as mounting STATE",
         ),
         (
