@@ -84,6 +84,47 @@ pub fn client_config(server_key: [u8; 32]) -> Result<ClientConfig, TlsError> {
     Ok(config)
 }
 
+/// Accepts TLS connections on `listener` for ever, each in a task of its own: the handshake
+/// gets 5 s, then `serve` gets the stream and the peer's address (an IPv4 peer of a
+/// dual-stack socket as IPv4). Used by clusterd's API and configd's maintenance API.
+pub async fn serve_tls<F, Fut>(
+    listener: tokio::net::TcpListener,
+    config: Arc<ServerConfig>,
+    what: &'static str,
+    serve: F,
+) where
+    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::net::SocketAddr) -> Fut
+        + Clone
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("{what}: accepting a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Small answers go out at once (no Nagle delay behind the client's delayed ACK).
+        let _ = stream.set_nodelay(true);
+        let from = std::net::SocketAddr::new(from.ip().to_canonical(), from.port());
+        let (acceptor, serve) = (acceptor.clone(), serve.clone());
+        tokio::spawn(async move {
+            let handshake = acceptor.accept(stream);
+            match tokio::time::timeout(std::time::Duration::from_secs(5), handshake).await {
+                Ok(Ok(tls)) => serve(tls, from).await,
+                // Most often a client that does not hold the key it pins.
+                Ok(Err(e)) => tracing::info!("{what} connection from {from}: TLS: {e}"),
+                Err(_) => tracing::info!("{what} connection from {from}: no TLS handshake in 5 s"),
+            }
+        });
+    }
+}
+
 /// The server name to connect with.
 pub fn server_name() -> ServerName<'static> {
     ServerName::try_from(SERVER_NAME).expect("a valid DNS name")

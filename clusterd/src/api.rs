@@ -18,7 +18,6 @@ use shoal_cluster_api::types::{
     node_id,
 };
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use crate::daemon::Node;
 use crate::peer::Failure;
@@ -44,36 +43,16 @@ impl Tokens {
     }
 }
 
-/// Accepts API connections until the listener fails.
+/// Accepts API connections for ever.
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     node: Arc<Node>,
     tokens: Arc<Tokens>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    loop {
-        let (stream, from) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("accepting an API connection: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // Small answers go out at once (no Nagle delay behind the client's delayed ACK).
-        let _ = stream.set_nodelay(true);
-        let (acceptor, node, tokens) = (acceptor.clone(), node.clone(), tokens.clone());
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::info!("API connection from {from}: TLS: {e}");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+    shoal_cluster_api::tls::serve_tls(listener, tls, "API", move |tls, from| {
+        let (node, tokens) = (node.clone(), tokens.clone());
+        async move {
             let service = hyper::service::service_fn(move |request| {
                 let (node, tokens) = (node.clone(), tokens.clone());
                 async move { Ok::<_, Infallible>(handle(&node, &tokens, request).await) }
@@ -84,8 +63,9 @@ pub(crate) async fn serve(
             {
                 tracing::debug!("API connection from {from}: {e}");
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
 type Reply = Response<Full<Bytes>>;

@@ -16,7 +16,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -29,7 +28,6 @@ use shoal_cluster_api::types::{ErrorBody, MaintenanceAccepted, MaintenanceStatus
 use shoal_config::MachineConfig;
 use shoal_config::machine::ServiceCheck;
 use tokio::sync::oneshot;
-use tokio_rustls::TlsAcceptor;
 
 /// The port: the cluster API's, which clusterd takes once the node has a configuration.
 pub const PORT: u16 = 7443;
@@ -148,31 +146,9 @@ async fn serve(
     tls: Arc<rustls::ServerConfig>,
     shared: Arc<Shared>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    loop {
-        let (stream, from) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("maintenance API: accepting: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        // An IPv4 client of the dual-stack socket, as IPv4 (10.0.0.7, not ::ffff:10.0.0.7).
-        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-        let (acceptor, shared) = (acceptor.clone(), shared.clone());
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        // Most often a client without the token: it cannot pin our key.
-                        tracing::info!("maintenance API connection from {from}: TLS: {e}");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+    shoal_cluster_api::tls::serve_tls(listener, tls, "maintenance API", move |tls, from| {
+        let shared = shared.clone();
+        async move {
             let accepted = Arc::new(Mutex::new(false));
             let seen = accepted.clone();
             let handler = shared.clone();
@@ -187,11 +163,13 @@ async fn serve(
             {
                 tracing::debug!("maintenance API connection from {from}: {e}");
             }
+            // The answer to an accepted configuration is out: the daemon may move on.
             if accepted.lock().is_ok_and(|a| *a) {
                 let _ = shared.answered.send(());
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
 type Reply = Response<Full<Bytes>>;
