@@ -15,6 +15,17 @@ use shoal_boot_events::{Event, parse_line};
 const SECRET: &str = "c2hvYWwtdGVzdC1zZWNyZXQtdGhhdC1pcy1sb25nLWVub3VnaA==";
 const UUID: &str = "4c4c4544-0042-3510-8051-b4c04f384b32";
 
+/// A request's head, up to its blank line, read a byte at a time (these servers answer one
+/// request per connection and never read a body).
+fn read_head(stream: &mut impl Read) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    head
+}
+
 /// A tiny HTTP server: answers every GET with the current body for that path (404 otherwise).
 struct Server {
     port: u16,
@@ -30,11 +41,7 @@ impl Server {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                    head.push(byte[0]);
-                }
+                let head = read_head(&mut stream);
                 let text = String::from_utf8_lossy(&head);
                 let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
                 let body = f
@@ -370,11 +377,7 @@ fn imds_server(user_data: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                head.push(byte[0]);
-            }
+            let head = read_head(&mut stream);
             let text = String::from_utf8_lossy(&head).to_string();
             let mut words = text.split_whitespace();
             let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
@@ -594,11 +597,7 @@ fn https_server(body: String) -> (u16, String) {
                 continue;
             };
             let mut tls = rustls::StreamOwned::new(connection, stream);
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && tls.read(&mut byte).unwrap_or(0) == 1 {
-                head.push(byte[0]);
-            }
+            read_head(&mut tls);
             let _ = tls.write_all(
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
