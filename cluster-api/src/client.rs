@@ -156,8 +156,10 @@ impl Client {
     /// Sends an update bundle as `produce` reads it from wherever it is (a file, a download),
     /// writing chunks into the [`BodySender`] it is given; the node verifies and writes it as
     /// it arrives (`POST /v1/update`). `length`, when known, is sent as the Content-Length. If
-    /// the node answers before the body is complete (a bad signature is known from the first
-    /// kilobytes), the answer is returned at once and `produce` is dropped.
+    /// the node answers before the body is complete, the answer is returned at once and
+    /// `produce` is dropped. (A node that refuses a bundle early, say for its signature, reads
+    /// and drops the rest before answering: closing with unread data would send a reset, and
+    /// the answer would be lost.)
     pub async fn update_apply_streaming<F, Fut>(
         &self,
         length: Option<u64>,

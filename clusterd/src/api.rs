@@ -301,6 +301,9 @@ impl std::io::Read for BodyReader {
     }
 }
 
+/// How long the rest of a refused upload is read, so that its answer reaches the client.
+const DRAIN: Duration = Duration::from_secs(30);
+
 /// Streams a bundle from the request body into the updater, which verifies it as it goes.
 async fn apply_update(node: &Node, request: Request<Incoming>) -> Reply {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -321,8 +324,17 @@ async fn apply_update(node: &Node, request: Request<Incoming>) -> Reply {
             Err(e) => Err(format!("reading the upload: {e}")),
         };
         let failed = chunk.is_err();
-        // The updater stops reading when it refuses the bundle: stop sending then.
-        if tx.send(chunk).await.is_err() || failed {
+        if failed {
+            break;
+        }
+        if tx.send(chunk).await.is_err() {
+            // The updater refused the bundle and stopped reading. The rest of the upload is
+            // read and dropped (for a while) before answering: closing a connection with
+            // unread data sends a reset, and the client would lose the answer that says why.
+            let _ = tokio::time::timeout(DRAIN, async {
+                while let Some(Ok(_)) = body.frame().await {}
+            })
+            .await;
             break;
         }
     }
