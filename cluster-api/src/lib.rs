@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod identity;
+pub mod reply;
 pub mod tls;
 pub mod types;
 

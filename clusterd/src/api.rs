@@ -12,10 +12,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use openraft::ServerState;
-use serde::Serialize;
 use shoal_cluster_api::types::{
-    self as api, CasFailed, Change, ErrorBody, KeyValue, Members, NodeView, Status, Watch, Written,
-    node_id,
+    self as api, CasFailed, Change, KeyValue, Members, NodeView, Status, Watch, Written, node_id,
 };
 use tokio::net::TcpListener;
 
@@ -68,27 +66,7 @@ pub(crate) async fn serve(
     .await;
 }
 
-type Reply = Response<Full<Bytes>>;
-
-fn json<T: Serialize>(status: StatusCode, body: &T) -> Reply {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|e| {
-        format!("{{\"error\":\"cannot encode the answer: {e}\"}}").into_bytes()
-    });
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(bytes)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
-}
-
-fn error(status: StatusCode, message: impl Into<String>) -> Reply {
-    json(
-        status,
-        &ErrorBody {
-            error: message.into(),
-        },
-    )
-}
+use shoal_cluster_api::reply::{Reply, error, json};
 
 fn failure(f: Failure) -> Reply {
     match f {

@@ -17,14 +17,12 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
 use shoal_cluster_api::identity::{Identity, MaintenanceToken};
-use shoal_cluster_api::types::{ErrorBody, MaintenanceAccepted, MaintenanceStatus};
+use shoal_cluster_api::types::{MaintenanceAccepted, MaintenanceStatus};
 use shoal_config::MachineConfig;
 use shoal_config::machine::ServiceCheck;
 use tokio::sync::oneshot;
@@ -172,25 +170,7 @@ async fn serve(
     .await;
 }
 
-type Reply = Response<Full<Bytes>>;
-
-fn json<T: Serialize>(status: StatusCode, body: &T) -> Reply {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(bytes)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
-}
-
-fn error(status: StatusCode, message: impl Into<String>) -> Reply {
-    json(
-        status,
-        &ErrorBody {
-            error: message.into(),
-        },
-    )
-}
+use shoal_cluster_api::reply::{Reply, error, json};
 
 /// The token a request presents, if it is this node's.
 fn authorised(shared: &Shared, request: &Request<Incoming>) -> bool {
