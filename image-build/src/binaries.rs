@@ -100,28 +100,25 @@ pub fn provide(
             }
         }
         Source::Build { workspace } => {
-            let mut by_package: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            // One cargo invocation for every package: the dependencies they share are built
+            // once, with one feature set, instead of once per package.
+            let mut packages: Vec<&str> = specs.iter().map(|s| s.package.as_str()).collect();
+            packages.sort_unstable();
+            packages.dedup();
+            let bins: Vec<&str> = specs.iter().map(|s| s.bin.as_str()).collect();
+            on_build(&format!(
+                "cargo build --release -p {} ({})",
+                packages.join(" -p "),
+                bins.join(", ")
+            ));
+            let built = cargo_build(workspace, &packages, &bins)?;
             for spec in specs {
-                by_package.entry(&spec.package).or_default().push(&spec.bin);
-            }
-            for (package, bins) in by_package {
-                on_build(&format!(
-                    "cargo build --release -p {package} ({})",
-                    bins.join(", ")
-                ));
-                let built = cargo_build(workspace, package, &bins)?;
-                for bin in bins {
-                    let spec = BinarySpec {
-                        package: package.to_owned(),
-                        bin: bin.to_owned(),
-                    };
-                    let path = built.get(bin).cloned().ok_or_else(|| Error::Binary {
-                        package: package.to_owned(),
-                        bin: bin.to_owned(),
-                        reason: "cargo reported no executable for it".into(),
-                    })?;
-                    paths.insert(spec, path);
-                }
+                let path = built.get(&spec.bin).cloned().ok_or_else(|| Error::Binary {
+                    package: spec.package.clone(),
+                    bin: spec.bin.clone(),
+                    reason: "cargo reported no executable for it".into(),
+                })?;
+                paths.insert(spec.clone(), path);
             }
         }
     }
@@ -136,10 +133,11 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// Runs one static release build and returns the executables cargo reports, by binary name.
+/// Runs one static release build of `bins` from `packages` and returns the executables cargo
+/// reports, by binary name.
 fn cargo_build(
     workspace: &Path,
-    package: &str,
+    packages: &[&str],
     bins: &[&str],
 ) -> Result<BTreeMap<String, PathBuf>> {
     let mut command = cargo();
@@ -151,17 +149,18 @@ fn cargo_build(
             "--target",
             TARGET,
             "--message-format=json-render-diagnostics",
-            "-p",
-            package,
         ])
         // Set by a cargo that runs us (build scripts, `cargo test`); it would override RUSTFLAGS.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env("RUSTFLAGS", rustflags());
+    for package in packages {
+        command.args(["-p", package]);
+    }
     for bin in bins {
         command.args(["--bin", bin]);
     }
     let output = cmd::run(&mut command).map_err(|e| Error::Binary {
-        package: package.to_owned(),
+        package: packages.join(", "),
         bin: bins.join(", "),
         reason: e.to_string(),
     })?;

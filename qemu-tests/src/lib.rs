@@ -20,6 +20,7 @@
 //! console and keeps its log.
 
 pub mod accel;
+pub mod dhcpd;
 pub mod dnsmasq;
 pub mod error;
 pub mod floor;

@@ -103,6 +103,7 @@ pub struct Tap {
 pub struct Network {
     // Field order is drop order: services stop before the namespace goes.
     dnsmasq: Option<Dnsmasq>,
+    dhcpd: Option<crate::dhcpd::DhcpServer>,
     segment_dnsmasq: Vec<Dnsmasq>,
     http: Option<HttpServer>,
     imds: Option<crate::imds::ImdsServer>,
@@ -155,6 +156,7 @@ impl Network {
         tracing::debug!("network namespace {} ready", namespace.name);
         Ok(Network {
             dnsmasq: None,
+            dhcpd: None,
             segment_dnsmasq: Vec::new(),
             http: None,
             imds: None,
@@ -318,6 +320,21 @@ impl Network {
         self.dnsmasq = None;
         let dnsmasq = Dnsmasq::start(&self.namespace, config)?;
         Ok(self.dnsmasq.insert(dnsmasq))
+    }
+
+    /// Starts the harness's own DHCP server on the bridge instead of dnsmasq's DHCP (for
+    /// leases shorter than dnsmasq allows; see [`crate::dhcpd`]).
+    pub fn serve_dhcp(
+        &mut self,
+        config: crate::dhcpd::LeaseConfig,
+    ) -> Result<&crate::dhcpd::DhcpServer> {
+        self.dhcpd = None;
+        let server = crate::dhcpd::DhcpServer::start(&self.namespace, config)?;
+        Ok(self.dhcpd.insert(server))
+    }
+
+    pub fn dhcpd(&self) -> Option<&crate::dhcpd::DhcpServer> {
+        self.dhcpd.as_ref()
     }
 
     pub fn dnsmasq(&self) -> Option<&Dnsmasq> {
