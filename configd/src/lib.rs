@@ -12,7 +12,7 @@
 //! | `daemon` | gather, resolve (shoal-config), write, report, retry in maintenance | yes |
 
 pub mod daemon;
-pub mod dns;
+pub use shoal_dns as dns;
 pub mod esp;
 pub mod facts;
 pub mod http;

@@ -1,7 +1,8 @@
-//! A stub resolver for configuration URLs: `shoal.config=https://config.example/...`.
+//! A stub resolver for the node's daemons: configuration URLs
+//! (`shoal.config=https://config.example/...`) and cluster seeds (`cp1.example:7700`).
 //!
 //! The node's binaries are static glibc executables, where `getaddrinfo` cannot load NSS and
-//! so cannot resolve names; this module asks the nameservers of `/etc/resolv.conf` (on the node
+//! so cannot resolve names; this crate asks the nameservers of `/etc/resolv.conf` (on the node
 //! a link to `/run/shoal/resolv.conf`, written by netd) itself.
 //!
 //! The protocol is sans-IO: [`Query`] encodes a question and checks a reply (id, QR, RCODE,
