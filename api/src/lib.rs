@@ -3,10 +3,136 @@
 //! Every API is D-Bus in peer-to-peer mode on a unix socket under `/run/shoal` (no bus daemon),
 //! served with zbus on tokio. The server reads the peer's credentials from the socket before it
 //! speaks a single message: the supervisor serves only root and members of the admin group;
-//! netd serves its state to every local user and its `Reload` to root and admins only.
+//! netd serves its state to every local user and its `Reload` to root and admins only;
+//! clusterd serves the cluster's status and nodes to every local user and its key-value space
+//! to root and admins only.
 
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+
+pub mod cluster;
 pub mod network;
 pub mod supervisor;
+
+use supervisor::{Access, ApiError};
+
+/// On a socket every local user may connect to: open connections of peers that are neither
+/// root nor admins; more are refused at accept.
+pub const MAX_UNPRIVILEGED_PEERS: usize = 16;
+/// A peer that has not finished the D-Bus handshake by then is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds a server's socket at `path` (replacing a stale one, creating its directory) with the
+/// permissions `mode`.
+pub(crate) fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, ApiError> {
+    let socket_err = |source| ApiError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(socket_err)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(socket_err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(socket_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(socket_err)?;
+    Ok(listener)
+}
+
+/// The accept loop of an API whose socket every local user may connect to: each peer gets its
+/// own connection serving `object(admin)` at `path`, where `admin` says whether the peer is root
+/// or in the admin group (its credentials, read at accept); the object checks each call with
+/// it. Peers that are not admins are capped at `max_unprivileged` open connections, each must
+/// finish the handshake within [`HANDSHAKE_TIMEOUT`], and a connection's place is freed when
+/// its peer hangs up; root and admins are never capped. Returns when `stop` completes.
+pub(crate) async fn serve_per_call<I: zbus::object_server::Interface>(
+    what: &'static str,
+    listener: UnixListener,
+    access: Access,
+    max_unprivileged: usize,
+    path: &'static str,
+    stop: impl Future<Output = ()>,
+    object: impl Fn(bool) -> I,
+) {
+    let unprivileged = Arc::new(Semaphore::new(max_unprivileged));
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("{what}: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => return,
+        };
+        let creds = match stream.peer_cred() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("{what}: peer credentials: {e}");
+                continue;
+            }
+        };
+        let admin = access.allows(creds.uid(), creds.gid());
+        let permit = if admin {
+            None
+        } else {
+            match unprivileged.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    // Debug, not warn: any local user could otherwise flood the daemon's log.
+                    tracing::debug!(
+                        uid = creds.uid(),
+                        pid = creds.pid(),
+                        "{what}: refused a peer: {max_unprivileged} unprivileged connections open"
+                    );
+                    continue;
+                }
+            }
+        };
+        let served = object(admin);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = serve_peer(stream, path, served).await {
+                tracing::debug!("{what} peer: {e}");
+            }
+        });
+    }
+}
+
+/// Serves `object` at `path` to one peer until it hangs up.
+async fn serve_peer<I: zbus::object_server::Interface>(
+    stream: UnixStream,
+    path: &'static str,
+    object: I,
+) -> Result<(), ApiError> {
+    let handshake = zbus::connection::Builder::unix_stream(stream)
+        .server(server_guid())?
+        .p2p()
+        .serve_at(path, object)?
+        .build();
+    let connection = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| {
+            ApiError::Failed(format!(
+                "no D-Bus handshake within {}s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            ))
+        })??;
+    connection.closed().await;
+    Ok(())
+}
 
 /// A client's peer-to-peer D-Bus connection over the unix socket at `path`.
 pub(crate) async fn connect_p2p(

@@ -15,17 +15,15 @@
 //! connection's task ends when its peer hangs up: a local user cannot starve netd of file
 //! descriptors. Root and admins are never capped.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
 use zbus::zvariant::Type;
 
 pub use crate::supervisor::{Access, ApiError};
+pub use crate::{HANDSHAKE_TIMEOUT, MAX_UNPRIVILEGED_PEERS};
 
 /// Where netd listens.
 pub const SOCKET: &str = "/run/shoal/netd.sock";
@@ -33,10 +31,6 @@ pub const OBJECT_PATH: &str = "/org/shoal/Network";
 pub const INTERFACE: &str = "org.shoal.Network1";
 /// Every local user may read the state; `Reload` checks the caller itself.
 pub const SOCKET_MODE: u32 = 0o666;
-/// Open connections of peers that are neither root nor admins; more are refused at accept.
-pub const MAX_UNPRIVILEGED_PEERS: usize = 16;
-/// A peer that has not finished the D-Bus handshake by then is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The node's network as netd sees and manages it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Type)]
@@ -138,11 +132,6 @@ pub enum NetworkRequest {
     Reload(oneshot::Sender<Vec<String>>),
 }
 
-/// The `Access` rule of the supervisor, for the calls that change something.
-fn is_admin(access: Access, uid: u32, gid: u32) -> bool {
-    uid == 0 || access.admin_gid == Some(gid)
-}
-
 struct Interface {
     requests: mpsc::Sender<NetworkRequest>,
     /// The peer is root or in the admin group (from its credentials at accept).
@@ -183,22 +172,7 @@ impl Interface {
 /// Binds the socket (replacing a stale one), mode [`SOCKET_MODE`]: every local user may
 /// connect, `Reload` checks the caller.
 pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
-    let socket_err = |source| ApiError::Socket {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(socket_err)?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(socket_err(e)),
-    }
-    let listener = UnixListener::bind(path).map_err(socket_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
-        .map_err(socket_err)?;
-    Ok(listener)
+    crate::bind_socket(path, SOCKET_MODE)
 }
 
 /// Serves the interface on `listener` until the request channel closes. Each peer gets its own
@@ -213,74 +187,19 @@ async fn serve_limited(
     requests: mpsc::Sender<NetworkRequest>,
     max_unprivileged: usize,
 ) {
-    let unprivileged = Arc::new(Semaphore::new(max_unprivileged));
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!("network API: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = requests.closed() => return,
-        };
-        let creds = match stream.peer_cred() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("network API: peer credentials: {e}");
-                continue;
-            }
-        };
-        let admin = is_admin(access, creds.uid(), creds.gid());
-        let permit = if admin {
-            None
-        } else {
-            match unprivileged.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    // Debug, not warn: any local user could otherwise flood netd's log.
-                    tracing::debug!(
-                        uid = creds.uid(),
-                        pid = creds.pid(),
-                        "network API: refused a peer: {max_unprivileged} unprivileged connections open"
-                    );
-                    continue;
-                }
-            }
-        };
-        let requests = requests.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = serve_peer(stream, requests, admin).await {
-                tracing::debug!("network API peer: {e}");
-            }
-        });
-    }
-}
-
-/// Serves one peer until it hangs up.
-async fn serve_peer(
-    stream: UnixStream,
-    requests: mpsc::Sender<NetworkRequest>,
-    admin: bool,
-) -> Result<(), ApiError> {
-    let handshake = zbus::connection::Builder::unix_stream(stream)
-        .server(crate::server_guid())?
-        .p2p()
-        .serve_at(OBJECT_PATH, Interface { requests, admin })?
-        .build();
-    let connection = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
-        .await
-        .map_err(|_| {
-            ApiError::Failed(format!(
-                "no D-Bus handshake within {}s",
-                HANDSHAKE_TIMEOUT.as_secs()
-            ))
-        })??;
-    connection.closed().await;
-    Ok(())
+    crate::serve_per_call(
+        "network API",
+        listener,
+        access,
+        max_unprivileged,
+        OBJECT_PATH,
+        requests.closed(),
+        |admin| Interface {
+            requests: requests.clone(),
+            admin,
+        },
+    )
+    .await;
 }
 
 // In p2p mode the destination is not routed anywhere, but zbus wants one.
@@ -341,7 +260,9 @@ fn failed(e: zbus::Error) -> ApiError {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
+    use std::time::Duration;
 
     use super::*;
 
@@ -551,17 +472,5 @@ mod tests {
         format!(
             "status={read} | reload={reload} | second connection={second} | after hang-up={after}"
         )
-    }
-
-    #[test]
-    fn reload_needs_root_or_the_admin_group() {
-        let root_only = Access { admin_gid: None };
-        assert!(is_admin(root_only, 0, 0));
-        assert!(!is_admin(root_only, 1000, 1000));
-        let admins = Access {
-            admin_gid: Some(10),
-        };
-        assert!(is_admin(admins, 1000, 10));
-        assert!(!is_admin(admins, 1000, 11));
     }
 }

@@ -4,7 +4,6 @@
 //! a [`Request`] on a bounded channel and awaits the daemon's answer, and turns every
 //! [`StateChange`] the daemon broadcasts into a `StateChanged` signal to each connected peer.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -109,7 +108,8 @@ pub struct Access {
 }
 
 impl Access {
-    fn allows(&self, uid: u32, gid: u32) -> bool {
+    /// Whether a peer with these credentials is root or in the admin group.
+    pub fn allows(&self, uid: u32, gid: u32) -> bool {
         uid == 0 || self.admin_gid == Some(gid)
     }
 }
@@ -165,21 +165,7 @@ impl Interface {
 
 /// Binds the socket (replacing a stale one), readable and writable by owner and group only.
 pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
-    let socket_err = |source| ApiError::Socket {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(socket_err)?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(socket_err(e)),
-    }
-    let listener = UnixListener::bind(path).map_err(socket_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(socket_err)?;
-    Ok(listener)
+    crate::bind_socket(path, 0o660)
 }
 
 /// Serves the interface on `listener` until the request channel closes. Each peer gets its own
@@ -339,6 +325,8 @@ fn failed(e: zbus::Error) -> ApiError {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     /// A daemon stand-in: two services, `web` can be stopped, anything else is unknown.

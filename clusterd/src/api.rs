@@ -1,5 +1,8 @@
 //! The cluster API over HTTPS (see `shoal-cluster-api` for the types and the OpenAPI
 //! description): a thin adapter from HTTP requests to the node's reads and proposals.
+//!
+//! The functions that answer (status, nodes, writes, watch) are shared with the local D-Bus
+//! interface (`local.rs`), so both APIs give the same answers and the same errors.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -25,7 +28,7 @@ use crate::update::UpdateError;
 /// The largest request body accepted (a value is at most 64 KiB).
 const MAX_BODY: usize = 128 * 1024;
 /// The longest a watch waits.
-const MAX_WATCH: Duration = Duration::from_secs(60);
+pub(crate) const MAX_WATCH: Duration = Duration::from_secs(60);
 
 /// Who may call: the SHA-256 digests of the accepted tokens.
 #[derive(Debug, Clone)]
@@ -96,7 +99,7 @@ fn decode_key(raw: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "the key is not UTF-8".to_string())
 }
 
-fn key_value(key: &str, v: Value) -> KeyValue {
+pub(crate) fn key_value(key: &str, v: Value) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
         value: v.value,
@@ -151,13 +154,10 @@ async fn handle(node: &Node, tokens: &Tokens, request: Request<Incoming>) -> Rep
         (Method::GET, ["v1", "status"]) => json(StatusCode::OK, &status(node).await),
         (Method::GET, ["v1", "nodes"]) => json(StatusCode::OK, &nodes(node).await),
         (Method::GET, ["v1", "nodes", "watch"]) => watch_nodes(node, &query).await,
-        (Method::GET, ["v1", "nodes", id]) => {
-            let all = nodes(node).await;
-            match all.into_iter().find(|n| n.id == *id || n.hostname == *id) {
-                Some(n) => json(StatusCode::OK, &n),
-                None => error(StatusCode::NOT_FOUND, format!("no node {id}")),
-            }
-        }
+        (Method::GET, ["v1", "nodes", id]) => match node_view(node, id).await {
+            Some(n) => json(StatusCode::OK, &n),
+            None => error(StatusCode::NOT_FOUND, no_node(id)),
+        },
         (Method::GET, ["v1", "nodes", id, "inventory"]) => inventory(node, id).await,
         (Method::GET, ["v1", "members"]) => json(StatusCode::OK, &members(node)),
         (Method::GET, ["v1", "kv", key]) => {
@@ -324,30 +324,49 @@ async fn apply_update(node: &Node, request: Request<Incoming>) -> Reply {
     }
 }
 
-async fn write(node: &Node, key: &str, command: Command) -> Reply {
+/// Why a write to the key-value space did not happen.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// Refused before it was proposed, or not committed (see [`Failure`]).
+    Failure(Failure),
+    /// A compare-and-set whose expected revision did not match.
+    CasFailed(CasFailed),
+    /// The state machine answered something a key-value write never gets.
+    Unexpected(String),
+}
+
+/// Proposes a write to the key-value space (on the leader, or forwarded to it once).
+pub(crate) async fn write_kv(
+    node: &Node,
+    key: &str,
+    command: Command,
+) -> Result<Written, WriteError> {
     match node.propose(command, false).await {
-        Ok(Outcome::Written { revision, previous }) => json(
-            StatusCode::OK,
-            &Written {
-                revision,
-                previous: previous.map(|v| key_value(key, v)),
-            },
-        ),
-        Ok(Outcome::CasFailed { current }) => json(
-            StatusCode::CONFLICT,
-            &CasFailed {
-                current: current.map(|v| key_value(key, v)),
-            },
-        ),
-        Ok(other) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unexpected outcome {other:?}"),
-        ),
-        Err(f) => failure(f),
+        Ok(Outcome::Written { revision, previous }) => Ok(Written {
+            revision,
+            previous: previous.map(|v| key_value(key, v)),
+        }),
+        Ok(Outcome::CasFailed { current }) => Err(WriteError::CasFailed(CasFailed {
+            current: current.map(|v| key_value(key, v)),
+        })),
+        Ok(other) => Err(WriteError::Unexpected(format!(
+            "unexpected outcome {other:?}"
+        ))),
+        Err(f) => Err(WriteError::Failure(f)),
     }
 }
 
-async fn status(node: &Node) -> Status {
+async fn write(node: &Node, key: &str, command: Command) -> Reply {
+    match write_kv(node, key, command).await {
+        Ok(written) => json(StatusCode::OK, &written),
+        Err(WriteError::CasFailed(failed)) => json(StatusCode::CONFLICT, &failed),
+        Err(WriteError::Unexpected(m)) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
+        Err(WriteError::Failure(f)) => failure(f),
+    }
+}
+
+/// The cluster as this node sees it.
+pub(crate) async fn status(node: &Node) -> Status {
     let metrics = node.raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
@@ -405,7 +424,8 @@ fn members(node: &Node) -> Members {
     }
 }
 
-async fn nodes(node: &Node) -> Vec<NodeView> {
+/// Every node the state has a record of, with its role and health.
+pub(crate) async fn nodes(node: &Node) -> Vec<NodeView> {
     let metrics = node.raft.metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
@@ -441,6 +461,18 @@ async fn nodes(node: &Node) -> Vec<NodeView> {
         .collect()
 }
 
+/// One node, by id or hostname.
+pub(crate) async fn node_view(node: &Node, name: &str) -> Option<NodeView> {
+    nodes(node)
+        .await
+        .into_iter()
+        .find(|n| n.id == name || n.hostname == name)
+}
+
+pub(crate) fn no_node(name: &str) -> String {
+    format!("no node {name}")
+}
+
 /// A node's hardware inventory, as it published it; the node is named by id or hostname.
 async fn inventory(node: &Node, name: &str) -> Reply {
     let records = node.machine.read(|s| s.nodes.clone()).await;
@@ -449,7 +481,7 @@ async fn inventory(node: &Node, name: &str) -> Reply {
         .find(|(id, r)| node_id(**id) == name || r.info.hostname == name)
         .map(|(_, r)| r)
     else {
-        return error(StatusCode::NOT_FOUND, format!("no node {name}"));
+        return error(StatusCode::NOT_FOUND, no_node(name));
     };
     match &record.hardware {
         Some(hardware) => Response::builder()
@@ -526,33 +558,29 @@ async fn watch(node: &Node, query: &str) -> Reply {
     let Some(after) = after else {
         return error(StatusCode::BAD_REQUEST, "after=<revision> is required");
     };
+    json(StatusCode::OK, &watch_changes(node, after, "", wait).await)
+}
+
+/// Long-polls the key-value space: the changes after revision `after` to keys that start
+/// with `prefix` (empty: every key), as soon as there is one, else when `wait` (at most
+/// [`MAX_WATCH`]) has passed; at once when `after` is older than the changes kept.
+pub(crate) async fn watch_changes(node: &Node, after: u64, prefix: &str, wait: Duration) -> Watch {
     let mut revisions = node.machine.revisions();
-    let deadline = tokio::time::Instant::now() + wait;
+    let deadline = tokio::time::Instant::now() + wait.min(MAX_WATCH);
     loop {
         let (changes, compacted, revision) = node
             .machine
             .read(|s| {
                 let (changes, compacted) = s.changes_after(after);
-                (changes, compacted, s.revision)
+                (under(changes, prefix), compacted, s.revision)
             })
             .await;
         if !changes.is_empty() || compacted || tokio::time::Instant::now() >= deadline {
-            let changes = changes
-                .into_iter()
-                .map(|c| Change {
-                    revision: c.revision,
-                    key: c.key,
-                    value: c.value,
-                })
-                .collect();
-            return json(
-                StatusCode::OK,
-                &Watch {
-                    changes,
-                    revision: revision.max(after),
-                    compacted,
-                },
-            );
+            return Watch {
+                changes,
+                revision: revision.max(after),
+                compacted,
+            };
         }
         if tokio::time::timeout_at(deadline, revisions.changed())
             .await
@@ -561,6 +589,19 @@ async fn watch(node: &Node, query: &str) -> Reply {
             continue;
         }
     }
+}
+
+/// The changes to keys under `prefix`, as the API shows them.
+fn under(changes: Vec<crate::state::Change>, prefix: &str) -> Vec<Change> {
+    changes
+        .into_iter()
+        .filter(|c| c.key.starts_with(prefix))
+        .map(|c| Change {
+            revision: c.revision,
+            key: c.key,
+            value: c.value,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -596,6 +637,36 @@ mod tests {
                 .unwrap_err()
                 .contains("bogus")
         );
+    }
+
+    #[test]
+    fn a_watch_sees_the_changes_under_its_prefix() {
+        let change = |revision, key: &str, value: Option<&str>| crate::state::Change {
+            revision,
+            key: key.into(),
+            value: value.map(Into::into),
+        };
+        let changes = vec![
+            change(1, "app/a", Some("1")),
+            change(2, "other", Some("2")),
+            change(3, "app/b", None),
+            change(4, "ap", Some("4")),
+        ];
+        let seen = |prefix| {
+            under(changes.clone(), prefix)
+                .into_iter()
+                .map(|c| (c.revision, c.key, c.value))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            seen("app/"),
+            [
+                (1, "app/a".to_string(), Some("1".to_string())),
+                (3, "app/b".to_string(), None)
+            ]
+        );
+        assert_eq!(seen("").len(), 4, "no prefix: every change");
+        assert!(seen("zzz").is_empty());
     }
 
     #[test]

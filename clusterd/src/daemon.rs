@@ -54,6 +54,10 @@ pub struct Options {
     pub inventory: Option<PathBuf>,
     /// A/B updates of this node (when it booted from a disk slot).
     pub update: crate::update::UpdateOptions,
+    /// Where the local API (`org.shoal.Cluster1`, D-Bus peer to peer) listens.
+    pub local_socket: PathBuf,
+    /// Besides root, this group may use the key-value space through the local API.
+    pub admin_gid: Option<u32>,
 }
 
 impl Default for Options {
@@ -72,6 +76,8 @@ impl Default for Options {
             inventory: Some(PathBuf::from(shoal_inventory::RUN_PATH)),
             forget_after: Duration::from_secs(600),
             update: crate::update::UpdateOptions::default(),
+            local_socket: PathBuf::from(shoal_api::cluster::SOCKET),
+            admin_gid: None,
         }
     }
 }
@@ -307,6 +313,12 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         .api_listen
         .unwrap_or(SocketAddr::new(listen.ip(), config.api.port));
     start_api(&config, secret, api_listen, &node).await?;
+    // Without its local API the node still serves the cluster; the error says why local
+    // services cannot reach it.
+    match crate::local::start(&options.local_socket, options.admin_gid, node.clone()) {
+        Ok(()) => tracing::info!(socket = %options.local_socket.display(), "local API"),
+        Err(e) => tracing::error!("local API: {e}; clusterd runs on without it"),
+    }
 
     let settings = Settings {
         cluster: cluster.name.clone(),
@@ -931,13 +943,27 @@ impl Node {
     /// Where a proposal or a read goes: here on the leader, else to the leader once (a request
     /// forwarded already that lands on a node no longer leading fails rather than bounce).
     fn route(&self, forwarded: bool) -> Result<Route, Failure> {
-        let leader = self.raft.metrics().borrow().current_leader;
+        let (leader, member) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let member = metrics
+                .membership_config
+                .membership()
+                .get_node(&self.id)
+                .is_some();
+            (metrics.current_leader, member)
+        };
         match leader {
             Some(leader) if leader == self.id => Ok(Route::Here),
             Some(leader) if !forwarded => Ok(Route::Leader(leader)),
             Some(leader) => Err(Failure::Unavailable(format!(
                 "not the leader (node {leader:016x} is)"
             ))),
+            None if !member => Err(Failure::Unavailable(
+                "no leader: this node is not a member of a cluster yet (it is still forming or \
+                 joining one)"
+                    .into(),
+            )),
             None => Err(Failure::Unavailable(
                 "no leader: the cluster has no quorum or is electing one".into(),
             )),

@@ -12,6 +12,7 @@ pub mod hardware;
 pub mod identity;
 pub mod journal;
 pub mod keys;
+pub mod local;
 pub mod network;
 pub mod peer;
 pub mod raft;

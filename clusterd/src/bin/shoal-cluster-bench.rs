@@ -92,6 +92,8 @@ fn run() -> anyhow::Result<()> {
             .arg(&config)
             .args(["--listen", &addr, "--advertise", &addr])
             .args(["--api-listen", &format!("127.0.0.1:{api}")])
+            .arg("--local-socket")
+            .arg(dir.path().join(format!("clusterd{i}.sock")))
             .env("SHOAL_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

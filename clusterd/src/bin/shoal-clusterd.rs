@@ -14,11 +14,13 @@ usage: shoal-clusterd [--config FILE] [--listen ADDR:PORT] [--advertise ADDR:POR
                       [--api-listen ADDR:PORT] [--data-dir DIR | --diskless]
                       [--snapshot-every ENTRIES] [--replace-after DURATION]
                       [--forget-after DURATION] [--inventory FILE]
+                      [--local-socket PATH] [--admin-gid GID]
 defaults: /run/shoal/config.toml, 0.0.0.0:<cluster.port>, this node's address towards its
 first seed or the LAN, the --listen address with port <api.port>, /var/lib/shoal/cluster
 when /var/lib/shoal exists (else in memory), a voter silent 30s is replaced, a non-voter
-silent 10m is forgotten, the hardware
-inventory published from /run/shoal/inventory.json
+silent 10m is forgotten, the hardware inventory published from /run/shoal/inventory.json,
+the local API (D-Bus org.shoal.Cluster1) on /run/shoal/clusterd.sock with its key-value
+space for root only (--admin-gid: and this group)
 ";
 
 fn main() -> ExitCode {
@@ -67,6 +69,14 @@ fn main() -> ExitCode {
                 options.inventory = Some(value.into());
                 Ok(())
             }
+            "--local-socket" => {
+                options.local_socket = value.into();
+                Ok(())
+            }
+            "--admin-gid" => value
+                .parse()
+                .map(|gid| options.admin_gid = Some(gid))
+                .map_err(|_| format!("--admin-gid {value:?}: not a group id")),
             _ => Err(format!("unknown option {arg}")),
         };
         if let Err(e) = parsed {

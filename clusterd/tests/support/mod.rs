@@ -24,7 +24,12 @@ pub struct Node {
     pub port: u16,
     /// The cluster API's port.
     pub api: u16,
+    /// The local API's socket (`--local-socket`), in a directory of its own that every user
+    /// may enter.
+    pub local: PathBuf,
     pub started: Instant,
+    /// Removed after the process is killed (fields drop after `Drop::drop`).
+    _local_dir: tempfile::TempDir,
 }
 
 impl Drop for Node {
@@ -57,7 +62,16 @@ impl Node {
         extra: &[&str],
     ) -> Node {
         let addr = format!("127.0.0.1:{port}");
+        let local_dir = tempfile::tempdir().expect("a directory for the local socket");
+        std::fs::set_permissions(
+            local_dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod the local socket's directory");
+        let local = local_dir.path().join("clusterd.sock");
         let mut command = Command::new(BIN);
+        // Never the node's real /run/shoal/clusterd.sock; `extra` may name another.
+        command.arg("--local-socket").arg(&local);
         command.args(extra);
         match data {
             Some(dir) => command.arg("--data-dir").arg(dir),
@@ -89,7 +103,9 @@ impl Node {
             events: rx,
             port,
             api,
+            local,
             started: Instant::now(),
+            _local_dir: local_dir,
         }
     }
 
