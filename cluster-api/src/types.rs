@@ -35,7 +35,16 @@ pub struct NodeView {
     /// Its peer address.
     pub addr: String,
     pub labels: BTreeMap<String, String>,
+    /// The image version it runs (its `/etc/os-release` `VERSION_ID`).
     pub version: String,
+    /// The root slot it booted from, `a` or `b`; `None` (`null`) for a node booted over the
+    /// network, and for nodes too old to say.
+    #[serde(default)]
+    pub slot: Option<String>,
+    /// The booted slot's update state: `trial` (a new image not yet blessed: it is once the
+    /// node is back in its cluster) or `good`; `None` without a slot.
+    #[serde(default)]
+    pub slot_state: Option<String>,
     /// `leader`, `voter` or `non-voter`; `gone` when it left the membership.
     pub role: String,
     /// Heard from within the health window (heartbeats every second).
@@ -53,28 +62,34 @@ pub struct NodeView {
     pub hardware_labels: BTreeMap<String, String>,
 }
 
-/// `GET /v1/nodes/watch?since=TAG&timeout=SECONDS`: the nodes once their membership, roles or
-/// health differ from the view `since` names (at once when `since` is empty or stale), or as
-/// they are when `timeout` passes. `tag` names this view for the next call.
+/// `GET /v1/nodes/watch?since=TAG&timeout=SECONDS`: the nodes once their membership, roles,
+/// health, image versions or slots differ from the view `since` names (at once when `since` is
+/// empty or stale), or as they are when `timeout` passes. `tag` names this view for the next call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodesWatch {
     pub tag: String,
     pub nodes: Vec<NodeView>,
 }
 
-/// The tag of a node view: what a watcher cares about (who, where, role, health), not the
-/// heartbeat ages that change every second.
+/// The tag of a node view: what a watcher cares about (who, where, role, health, the image
+/// and slot it runs, so a rolling update shows node by node), not the heartbeat ages that
+/// change every second.
 pub fn nodes_tag(nodes: &[NodeView]) -> String {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
     for n in nodes {
-        hash.update(n.id.as_bytes());
-        hash.update([0]);
-        hash.update(n.addr.as_bytes());
-        hash.update([0]);
-        hash.update(n.hostname.as_bytes());
-        hash.update([0]);
-        hash.update(n.role.as_bytes());
+        for field in [
+            n.id.as_str(),
+            &n.addr,
+            &n.hostname,
+            &n.role,
+            &n.version,
+            n.slot.as_deref().unwrap_or("-"),
+            n.slot_state.as_deref().unwrap_or("-"),
+        ] {
+            hash.update(field.as_bytes());
+            hash.update([0]);
+        }
         hash.update([u8::from(n.healthy)]);
     }
     crate::identity::hex(&hash.finalize()[..12])
@@ -233,6 +248,8 @@ mod tests {
             addr: "10.0.0.1:7700".into(),
             labels: BTreeMap::new(),
             version: "0.1.0".into(),
+            slot: Some("a".into()),
+            slot_state: Some("good".into()),
             role: "voter".into(),
             healthy,
             heartbeat_age_ms: age,
@@ -248,5 +265,24 @@ mod tests {
         assert_eq!(a, nodes_tag(&[view("1", true, 900)]));
         assert_ne!(a, nodes_tag(&[view("1", false, 900)]));
         assert_ne!(a, nodes_tag(&[view("1", true, 100), view("2", true, 100)]));
+        // A node rebooted into a new image, and its slot blessed.
+        let mut updated = view("1", true, 100);
+        updated.version = "0.2.0".into();
+        updated.slot_state = Some("trial".into());
+        let trial = nodes_tag(std::slice::from_ref(&updated));
+        assert_ne!(a, trial);
+        updated.slot_state = Some("good".into());
+        assert_ne!(trial, nodes_tag(&[updated]));
+    }
+
+    #[test]
+    fn a_node_view_without_a_slot_reads_from_an_older_server() {
+        let old = r#"{"id":"0000000000000001","hostname":"h","addr":"10.0.0.1:7700",
+            "labels":{},"version":"0.1.0","role":"voter","healthy":true,
+            "heartbeat_age_ms":5,"joined_ms":0}"#;
+        let n: NodeView = serde_json::from_str(old).unwrap();
+        assert_eq!((n.slot, n.slot_state), (None, None));
+        let text = serde_json::to_string(&view("1", true, 1)).unwrap();
+        assert!(text.contains(r#""slot":"a","slot_state":"good""#), "{text}");
     }
 }

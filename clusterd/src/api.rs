@@ -450,6 +450,8 @@ pub(crate) async fn nodes(node: &Node) -> Vec<NodeView> {
                 addr: record.info.addr,
                 labels: record.info.labels,
                 version: record.info.version,
+                slot: record.info.slot,
+                slot_state: record.info.slot_state,
                 role: role.into(),
                 healthy: role != "gone" && Duration::from_millis(age) < node.unhealthy_after,
                 heartbeat_age_ms: age,

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow};
@@ -58,6 +58,11 @@ pub struct Options {
     pub local_socket: PathBuf,
     /// Besides root, this group may use the key-value space through the local API.
     pub admin_gid: Option<u32>,
+    /// The image's os-release, whose `VERSION_ID` the node record publishes
+    /// ([`crate::image::OS_RELEASE`]).
+    pub os_release: PathBuf,
+    /// How host names among the seeds are resolved (`/etc/resolv.conf`).
+    pub resolver: crate::seeds::Resolver,
 }
 
 impl Default for Options {
@@ -78,6 +83,8 @@ impl Default for Options {
             update: crate::update::UpdateOptions::default(),
             local_socket: PathBuf::from(shoal_api::cluster::SOCKET),
             admin_gid: None,
+            os_release: PathBuf::from(crate::image::OS_RELEASE),
+            resolver: crate::seeds::Resolver::default(),
         }
     }
 }
@@ -117,7 +124,8 @@ pub(crate) struct Node {
     pool: Pool,
     keys: ClusterKeys,
     advertise: SocketAddr,
-    info: NodeInfo,
+    /// What this node publishes about itself; the slot's state changes when it is blessed.
+    info: Mutex<NodeInfo>,
     /// When a member's heartbeat is too old to call it healthy.
     pub(crate) unhealthy_after: Duration,
     /// This node's A/B updates.
@@ -191,19 +199,9 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     let listen = options
         .listen
         .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, cluster.port)));
-    let seeds: Vec<SocketAddr> = cluster
-        .seeds
-        .iter()
-        .filter_map(|s| match s.parse() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                tracing::warn!(
-                    "seed {s:?} is not an IP address and port; names are not resolved yet (ignored)"
-                );
-                None
-            }
-        })
-        .collect();
+    // Names are resolved in the background once the runtime runs; the address this node
+    // advertises is chosen towards the first address seed (or the LAN).
+    let (seeds, seed_names) = crate::seeds::split(&cluster.seeds);
     let advertise = options
         .advertise
         .unwrap_or_else(|| SocketAddr::new(primary_address(cluster.port, &seeds), listen.port()));
@@ -277,6 +275,17 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default();
+    let mut info = NodeInfo {
+        hostname,
+        addr: advertise.to_string(),
+        labels: config.node.labels.clone(),
+        version: crate::image::version(&options.os_release),
+        hint,
+        public_key: identity.public_key.clone(),
+        slot: None,
+        slot_state: None,
+    };
+    set_booted(&mut info, updater.booted());
     let node = Arc::new(Node {
         id,
         name: cluster.name.clone(),
@@ -285,28 +294,27 @@ async fn serve(options: Options) -> anyhow::Result<()> {
         pool,
         keys,
         advertise,
-        info: NodeInfo {
-            hostname,
-            addr: advertise.to_string(),
-            labels: config.node.labels.clone(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            hint,
-            public_key: identity.public_key.clone(),
-        },
+        info: Mutex::new(info),
         unhealthy_after: options.unhealthy_after,
         updater: updater.clone(),
         contacted: AtomicBool::new(false),
         joining: AtomicBool::new(false),
         changing: AtomicBool::new(false),
     });
+    let booted = node.info();
     tracing::info!(
         node = id,
         cluster = %cluster.name,
         %listen,
         %advertise,
         expected = cluster.expected_size,
+        version = %booted.version,
+        slot = booted.slot.as_deref().unwrap_or("none (booted over the network)"),
         "clusterd started"
     );
+    // Whether this node is a member sets the pace at which seed names are resolved.
+    let (member_tx, member_rx) = tokio::sync::watch::channel(false);
+    let resolved_seeds = crate::seeds::spawn(seed_names, options.resolver.clone(), member_rx);
 
     tokio::spawn(accept_peers(tcp, node.clone()));
     let api_listen = options
@@ -396,15 +404,29 @@ async fn serve(options: Options) -> anyhow::Result<()> {
             formation.contacted();
         }
         let cluster_id = node.machine.read(|s| s.cluster_id).await;
+        let member = in_membership && cluster_id.is_some();
+        member_tx.send_if_modified(|m| std::mem::replace(m, member) != member);
         if let (true, Some(leader), Some(cluster_id)) =
             (in_membership, metrics.current_leader, cluster_id)
         {
             formation.set_member(cluster_id, Some(leader));
             if !reported_member {
                 reported_member = true;
-                // Back in the cluster: a slot on trial has proved itself.
-                let updater = node.updater.clone();
-                tokio::task::spawn_blocking(move || updater.bless());
+                // Back in the cluster: a slot on trial has proved itself. The record then says
+                // `good` (the next duty sees it differ from the state's).
+                let (updater, n) = (node.updater.clone(), node.clone());
+                tokio::spawn(async move {
+                    let blessed = tokio::task::spawn_blocking(move || {
+                        updater.bless().then(|| updater.booted())
+                    })
+                    .await;
+                    if let Ok(Some(booted)) = blessed {
+                        set_booted(
+                            &mut n.info.lock().unwrap_or_else(PoisonError::into_inner),
+                            booted,
+                        );
+                    }
+                });
                 if let Some(dir) = &options.data_dir
                     && identity.cluster_id != Some(cluster_id)
                     && let Err(e) = crate::identity::save_cluster(dir, cluster_id)
@@ -462,6 +484,7 @@ async fn serve(options: Options) -> anyhow::Result<()> {
             next_announce = now + formation.announce_every();
             let announcement = formation.announcement();
             let mut targets: BTreeSet<SocketAddr> = seeds.iter().copied().collect();
+            targets.extend(resolved_seeds.borrow().iter().copied());
             targets.extend(formation.known().map(|(_, a)| a));
             targets.insert(SocketAddr::from((Ipv4Addr::BROADCAST, listen.port())));
             targets.remove(&advertise);
@@ -470,16 +493,21 @@ async fn serve(options: Options) -> anyhow::Result<()> {
             }
         }
 
-        if in_membership && cluster_id.is_some() && now >= next_duty {
+        if member && now >= next_duty {
             next_duty = now + Duration::from_secs(1);
-            let command = if registered {
-                Command::Heartbeat { id, now_ms: 0 }
-            } else {
+            let info = node.info();
+            let published = node
+                .machine
+                .read(|s| s.nodes.get(&id).map(|r| r.info.clone()))
+                .await;
+            let command = if needs_registering(registered, published.as_ref(), &info) {
                 Command::Node {
                     id,
-                    info: node.info.clone(),
+                    info,
                     now_ms: 0,
                 }
+            } else {
+                Command::Heartbeat { id, now_ms: 0 }
             };
             let n = node.clone();
             let first = !registered;
@@ -515,6 +543,20 @@ async fn serve(options: Options) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Whether this node registers (again) rather than send a heartbeat: at first, and whenever the
+/// state holds another record of it than it would publish now (its slot was blessed, or a
+/// registration was lost). A record missing after registering is left to the heartbeat: the
+/// leader answers that it does not know the node, which then registers again.
+fn needs_registering(registered: bool, published: Option<&NodeInfo>, info: &NodeInfo) -> bool {
+    !registered || published.is_some_and(|p| p != info)
+}
+
+/// Puts the booted slot (none after a network boot) and its state into a node record.
+fn set_booted(info: &mut NodeInfo, booted: Option<crate::update::BootedSlot>) {
+    info.slot = booted.as_ref().map(|b| b.slot.clone());
+    info.slot_state = booted.and_then(|b| b.state).map(|s| s.as_str().to_owned());
 }
 
 /// Proposes this node's inventory when the state holds another one (or none), one proposal at
@@ -692,7 +734,7 @@ async fn join(node: Arc<Node>, targets: Vec<SocketAddr>) {
     let request = Request::Join(JoinRequest {
         id: node.id,
         addr: node.advertise,
-        hint: node.info.hint,
+        hint: node.info().hint,
         forwarded: false,
     });
     for target in targets {
@@ -802,6 +844,14 @@ fn forget(
 }
 
 impl Node {
+    /// What this node publishes about itself now.
+    fn info(&self) -> NodeInfo {
+        self.info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn leader_addr(&self, leader: NodeId) -> Option<SocketAddr> {
         let metrics = self.raft.metrics().borrow().clone();
         metrics
@@ -1089,5 +1139,50 @@ async fn accept_peers(listener: TcpListener, node: Arc<Node>) {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::update::{BootedSlot, SlotState};
+
+    #[test]
+    fn a_node_registers_again_when_its_record_differs() {
+        let mut info = NodeInfo {
+            hostname: "n1".into(),
+            version: "0.2.0".into(),
+            ..NodeInfo::default()
+        };
+        set_booted(
+            &mut info,
+            Some(BootedSlot {
+                slot: "b".into(),
+                state: Some(SlotState::Trial),
+            }),
+        );
+        assert_eq!(
+            (info.slot.as_deref(), info.slot_state.as_deref()),
+            (Some("b"), Some("trial"))
+        );
+        assert!(needs_registering(false, None, &info), "at first");
+        assert!(!needs_registering(true, Some(&info), &info));
+        // Not applied here yet, or forgotten: the heartbeat finds out.
+        assert!(!needs_registering(true, None, &info));
+
+        // Blessed: the record in the state says trial, this node now good.
+        let published = info.clone();
+        set_booted(
+            &mut info,
+            Some(BootedSlot {
+                slot: "b".into(),
+                state: Some(SlotState::Good),
+            }),
+        );
+        assert_eq!(info.slot_state.as_deref(), Some("good"));
+        assert!(needs_registering(true, Some(&published), &info));
+
+        set_booted(&mut info, None);
+        assert_eq!((info.slot, info.slot_state), (None, None), "a network boot");
     }
 }

@@ -6,10 +6,12 @@
 //! - [`voters`]: which members vote.
 
 pub mod api;
+pub mod cli;
 pub mod daemon;
 pub mod formation;
 pub mod hardware;
 pub mod identity;
+pub mod image;
 pub mod journal;
 pub mod keys;
 pub mod local;
@@ -17,6 +19,7 @@ pub mod network;
 pub mod peer;
 pub mod raft;
 pub mod random;
+pub mod seeds;
 pub mod state;
 pub mod update;
 pub mod voters;

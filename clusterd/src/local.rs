@@ -171,6 +171,8 @@ fn to_status(s: Status) -> wire::ClusterStatus {
     }
 }
 
+/// The local API's node (its D-Bus signature is shoal-api's) has no slot fields yet: `slot` and
+/// `slot_state` are left out there.
 fn to_node(n: NodeView) -> wire::ClusterNode {
     wire::ClusterNode {
         id: n.id,
@@ -315,6 +317,8 @@ mod tests {
             addr: "10.0.0.1:7700".into(),
             labels: Default::default(),
             version: "0.1.0".into(),
+            slot: None,
+            slot_state: None,
             role: "voter".into(),
             healthy: true,
             heartbeat_age_ms: 10,

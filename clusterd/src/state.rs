@@ -16,7 +16,8 @@ pub struct NodeInfo {
     /// `node.labels` from its machine configuration.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// The image version it runs.
+    /// The image version it runs (`VERSION_ID` of the image's `/etc/os-release`; see
+    /// [`crate::image::version`]).
     #[serde(default)]
     pub version: String,
     /// Its wish about voting (`node.voter`).
@@ -25,6 +26,15 @@ pub struct NodeInfo {
     /// Its Ed25519 public key (hex), created with its identity.
     #[serde(default)]
     pub public_key: String,
+    /// The root slot it booted from, `a` or `b`; none for a node booted over the network (PXE,
+    /// an initramfs), and in records of nodes older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    /// The booted slot's update state: `trial` until the node is back in its cluster after an
+    /// update, then `good`. Strings rather than an enum: nodes of different versions share one
+    /// log, and a state an older node does not know must not stop it reading the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_state: Option<String>,
 }
 
 /// A node's hardware as the cluster keeps it: the inventory JSON exactly as the node published
@@ -436,6 +446,54 @@ mod tests {
             }),
             Outcome::UnknownNode
         );
+    }
+
+    #[test]
+    fn a_record_from_an_older_node_reads_and_new_fields_round_trip() {
+        // A node record as clusterd wrote it before the image version and slot were published
+        // (and before labels, hints and keys): it must still read, with the defaults.
+        let old = r#"{"op":"node","id":7,"info":{"hostname":"n7","addr":"10.0.0.7:7700",
+            "version":"0.0.9"},"now_ms":10}"#;
+        let command: Command = serde_json::from_str(old).unwrap();
+        let Command::Node { info, .. } = &command else {
+            panic!("{command:?}")
+        };
+        assert_eq!(
+            (info.slot.as_deref(), info.slot_state.as_deref()),
+            (None, None)
+        );
+        assert_eq!(info.version, "0.0.9");
+        let mut s = State::default();
+        s.apply(&command);
+        // A snapshot of that state reads back too.
+        let again: State = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(again, s);
+
+        let info = NodeInfo {
+            hostname: "n8".into(),
+            addr: "10.0.0.8:7700".into(),
+            version: "0.2.0".into(),
+            slot: Some("b".into()),
+            slot_state: Some("trial".into()),
+            ..NodeInfo::default()
+        };
+        let text = serde_json::to_string(&info).unwrap();
+        assert!(
+            text.contains(r#""slot":"b","slot_state":"trial""#),
+            "the wire names: {text}"
+        );
+        assert_eq!(serde_json::from_str::<NodeInfo>(&text).unwrap(), info);
+        // A network-booted node's record carries no slot at all, as older records.
+        let netboot = NodeInfo {
+            slot: None,
+            slot_state: None,
+            ..info.clone()
+        };
+        assert!(!serde_json::to_string(&netboot).unwrap().contains("slot"));
+        // A state a later version may add still reads.
+        let later = text.replace(r#""trial""#, r#""probation""#);
+        let read: NodeInfo = serde_json::from_str(&later).unwrap();
+        assert_eq!(read.slot_state.as_deref(), Some("probation"));
     }
 
     #[test]

@@ -72,6 +72,44 @@ pub struct Updater {
     busy: Mutex<()>,
 }
 
+/// The slot a node booted from, as its node record carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootedSlot {
+    /// `a` or `b`.
+    pub slot: String,
+    /// `None` when its boot entry cannot be read (or is gone).
+    pub state: Option<SlotState>,
+}
+
+/// The update state of the slot a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotState {
+    /// Booted from a new slot that has not proved itself yet: blessed once the node is back in
+    /// its cluster, else the boot loader falls back when its tries run out.
+    Trial,
+    Good,
+}
+
+impl SlotState {
+    /// From a slot's state in [`node::Status`]: the booted slot on its last try has no tries
+    /// left (`failed`) but is still on trial while it runs.
+    fn of(status_state: &str) -> Option<SlotState> {
+        match status_state {
+            "good" => Some(SlotState::Good),
+            "trial" | "failed" => Some(SlotState::Trial),
+            _ => None,
+        }
+    }
+
+    /// Its name in node records and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotState::Trial => "trial",
+            SlotState::Good => "good",
+        }
+    }
+}
+
 /// Why an update call failed, for the API: the caller's fault or the node's.
 #[derive(Debug)]
 pub enum UpdateError {
@@ -119,17 +157,45 @@ impl Updater {
         }
     }
 
-    /// The node is healthy: a slot on trial becomes good.
-    pub fn bless(&self) {
-        let Some(node) = &self.node else { return };
+    /// The node is healthy: a slot on trial becomes good. Returns whether it was on trial (the
+    /// node's record then changes).
+    pub fn bless(&self) -> bool {
+        let Some(node) = &self.node else { return false };
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         match node.bless_booted() {
-            Ok(true) => emit(Event::UpdateBlessed {
-                slot: node.booted.to_string(),
-            }),
-            Ok(false) => {}
-            Err(e) => tracing::error!("blessing slot {}: {e}", node.booted),
+            Ok(true) => {
+                emit(Event::UpdateBlessed {
+                    slot: node.booted.to_string(),
+                });
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::error!("blessing slot {}: {e}", node.booted);
+                false
+            }
         }
+    }
+
+    /// The slot this node booted from and its update state, for its node record; `None` for a
+    /// node booted over the network.
+    pub fn booted(&self) -> Option<BootedSlot> {
+        let node = self.node.as_ref()?;
+        let state = match node.status() {
+            Ok(status) => status
+                .slots
+                .iter()
+                .find(|s| s.booted)
+                .and_then(|s| SlotState::of(&s.state)),
+            Err(e) => {
+                tracing::warn!("reading the boot entries: {e}");
+                None
+            }
+        };
+        Some(BootedSlot {
+            slot: node.booted.to_string(),
+            state,
+        })
     }
 
     pub fn status(&self) -> Result<node::Status, UpdateError> {
@@ -188,6 +254,92 @@ impl Updater {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_update::entries::{self, Slot};
+
+    /// A disk `vda` whose slot a (`vda2`) the node booted from, and an ESP with slot a's entry
+    /// (`tries`: on trial with that many left).
+    fn slotted_node(tries: Option<u32>) -> (tempfile::TempDir, UpdateOptions) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let options = UpdateOptions {
+            roots: Roots {
+                sys: root.join("sys"),
+                dev: root.join("dev"),
+                esp: root.join("esp"),
+                state: root.join("state"),
+            },
+            cmdline: root.join("cmdline"),
+            image_keys: root.join("update-keys"),
+        };
+        let part = options.roots.sys.join("devices/virtio/block/vda/vda2");
+        std::fs::create_dir_all(&part).unwrap();
+        std::fs::write(
+            part.join("uevent"),
+            "DEVTYPE=partition\nPARTNAME=shoal-root-a\n",
+        )
+        .unwrap();
+        std::fs::write(part.join("dev"), "253:2\n").unwrap();
+        std::fs::write(part.join("partition"), "2\n").unwrap();
+        std::fs::write(part.join("start"), "2048\n").unwrap();
+        std::fs::write(part.join("size"), "128\n").unwrap();
+        let class = options.roots.sys.join("class/block");
+        std::fs::create_dir_all(&class).unwrap();
+        std::os::unix::fs::symlink("../../devices/virtio/block/vda/vda2", class.join("vda2"))
+            .unwrap();
+        for d in [&options.roots.dev, &options.roots.state] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::create_dir_all(options.roots.esp.join("loader/entries")).unwrap();
+        entries::install(
+            &options.roots.esp,
+            Slot::A,
+            "0.2.0",
+            "quiet shoal.slot=a",
+            tries,
+        )
+        .unwrap();
+        std::fs::write(&options.cmdline, "console=ttyS0 shoal.slot=a quiet\n").unwrap();
+        (dir, options)
+    }
+
+    #[test]
+    fn a_slot_on_trial_reads_good_once_blessed() {
+        let (_dir, options) = slotted_node(Some(3));
+        let updater = Updater::new(&options, &[], node::TrialPolicy::default());
+        let trial = BootedSlot {
+            slot: "a".into(),
+            state: Some(SlotState::Trial),
+        };
+        assert_eq!(updater.booted(), Some(trial.clone()));
+        assert!(updater.bless(), "it was on trial");
+        assert_eq!(
+            updater.booted(),
+            Some(BootedSlot {
+                state: Some(SlotState::Good),
+                ..trial
+            })
+        );
+        assert!(!updater.bless(), "good already: nothing changes");
+
+        // On its last try the counter says no tries left, yet the slot runs: still on trial.
+        let (_dir, options) = slotted_node(Some(0));
+        let updater = Updater::new(&options, &[], node::TrialPolicy::default());
+        assert_eq!(updater.booted().unwrap().state, Some(SlotState::Trial));
+    }
+
+    #[test]
+    fn a_node_booted_over_the_network_has_no_slot() {
+        let (dir, mut options) = slotted_node(None);
+        std::fs::write(
+            dir.path().join("pxe-cmdline"),
+            "console=ttyS0 shoal.config=x\n",
+        )
+        .unwrap();
+        options.cmdline = dir.path().join("pxe-cmdline");
+        let updater = Updater::new(&options, &[], node::TrialPolicy::default());
+        assert_eq!(updater.booted(), None);
+        assert!(!updater.bless());
+    }
 
     #[test]
     fn trusted_keys_come_from_the_image_then_the_configuration() {

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use shoal_boot_events::Event;
 use shoal_cluster_api::client::{CasOutcome, Client, ClientError};
 use shoal_cluster_api::identity::Identity;
-use support::{Node, OTHER_SECRET, SECRET, client, free_port, runtime, signal, write_config};
+use support::{
+    FakeDns, Node, OTHER_SECRET, SECRET, client, free_port, free_port_on, loopback, runtime,
+    signal, write_config, write_config_seeds,
+};
 
 #[test]
 fn three_nodes_form_one_cluster_survive_the_leader_and_take_in_late_nodes() {
@@ -680,4 +683,131 @@ fn a_silent_non_voter_is_forgotten_and_taken_back_when_it_returns() {
     });
     let members = rt.block_on(api.members()).unwrap();
     assert_eq!(members.voters.len(), 3, "{members:?}");
+}
+
+#[test]
+fn nodes_publish_their_image_version_and_boot_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let config = write_config(dir.path(), "image", SECRET, 2, 3, &ports);
+    // Node 0 runs an image (its os-release as image-build writes it); node 1 has no os-release
+    // and publishes clusterd's own version.
+    let os_release = dir.path().join("os-release");
+    std::fs::write(
+        &os_release,
+        "NAME=Shoal\nID=shoal\nVERSION_ID=7.7.7-test\nVERSION=\"7.7.7-test (test)\"\n",
+    )
+    .unwrap();
+    let missing = dir.path().join("no-os-release");
+    let nodes: Vec<Node> = ports
+        .iter()
+        .zip([&os_release, &missing])
+        .map(|(p, f)| Node::start_args(&config, *p, None, &["--os-release", f.to_str().unwrap()]))
+        .collect();
+    let ids: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{:016x}", n.membership(Duration::from_secs(20)).1))
+        .collect();
+    let rt = runtime();
+    let api = client(SECRET, &[&nodes[1]]);
+    let listed = eventually("both nodes registered", Duration::from_secs(10), || {
+        let all = rt.block_on(api.nodes()).ok()?;
+        (all.len() == 2).then_some(all)
+    });
+    let published = |id: &str| {
+        let n = listed.iter().find(|n| n.id == id).expect("listed");
+        (
+            n.version.as_str(),
+            n.slot.as_deref(),
+            n.slot_state.as_deref(),
+        )
+    };
+    // Processes on a host are not booted from a slot: like a PXE node, no slot at all.
+    assert_eq!(published(&ids[0]), ("7.7.7-test", None, None));
+    assert_eq!(published(&ids[1]), (env!("CARGO_PKG_VERSION"), None, None));
+    let one = rt.block_on(api.node(&ids[0])).unwrap();
+    assert_eq!((one.version.as_str(), one.slot), ("7.7.7-test", None));
+}
+
+#[test]
+fn nodes_find_each_other_through_a_seed_name_alone() {
+    // Three nodes on one port and three loopback addresses, each bound to its own: they hear
+    // no broadcast, and their only seed is a name whose nameserver answers with all three
+    // addresses. A node that ignored names would never hear of the others.
+    let dir = tempfile::tempdir().unwrap();
+    let ips = [loopback(1), loopback(2), loopback(3)];
+    // The nameserver first, so that the nodes' port is not the one it took.
+    let dns = FakeDns::start("cluster.shoal.test", &ips);
+    let port = free_port_on(&ips);
+    let apis: Vec<u16> = ips
+        .iter()
+        .map(|_| {
+            std::iter::repeat_with(free_port)
+                .find(|p| *p != port)
+                .unwrap()
+        })
+        .collect();
+    let config = write_config_seeds(
+        dir.path(),
+        "names",
+        SECRET,
+        3,
+        3,
+        &[format!("cluster.shoal.test:{port}")],
+    );
+    let nameserver = dns.address.to_string();
+    let mut nodes: Vec<Node> = ips
+        .iter()
+        .zip(&apis)
+        .map(|(ip, api)| {
+            Node::start_on(
+                &config,
+                *ip,
+                port,
+                *api,
+                None,
+                &["--nameserver", &nameserver],
+            )
+        })
+        .collect();
+
+    // The name does not exist yet (the nameserver is behind, or the DNS record not there):
+    // every node asks again, and none forms anything alone.
+    eventually("each node asking twice", Duration::from_secs(20), || {
+        nodes.iter_mut().for_each(Node::assert_running);
+        (dns.asked() >= 2 * ips.len()).then_some(())
+    });
+    for node in &nodes {
+        match node.events.try_recv() {
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            other => panic!("a node went ahead without its seed: {other:?}"),
+        }
+    }
+
+    dns.answer();
+    let members: Vec<_> = nodes
+        .iter()
+        .map(|n| n.membership(Duration::from_secs(20)))
+        .collect();
+    for (cluster, _, leader, voter) in &members {
+        assert_eq!(
+            (cluster, *leader),
+            (&members[0].0, members[0].2),
+            "{members:?}"
+        );
+        assert!(voter, "{members:?}");
+    }
+    let rt = runtime();
+    let api = client(SECRET, &[&nodes[0]]);
+    let mut addresses = eventually("three nodes registered", Duration::from_secs(10), || {
+        let all = rt.block_on(api.nodes()).ok()?;
+        (all.len() == 3).then(|| all.into_iter().map(|n| n.addr).collect::<Vec<_>>())
+    });
+    addresses.sort();
+    assert_eq!(
+        addresses,
+        ips.iter()
+            .map(|ip| format!("{ip}:{port}"))
+            .collect::<Vec<_>>()
+    );
 }

@@ -553,15 +553,41 @@ fn check_node_fields(
     }
 }
 
+/// `address:port` or `name:port`, an IPv6 address in brackets (`[fd00::1]:7700`). clusterd
+/// resolves names with shoal-dns, whose rules these are.
 fn check_seed(seed: &str) -> Result<(), String> {
     let (host, port) = seed
         .rsplit_once(':')
         .ok_or_else(|| format!("{seed:?} needs a port (host:port)"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     if port.parse::<u16>().ok().filter(|p| *p != 0).is_none() {
         return Err(format!("{seed:?}: {port:?} is not a port"));
     }
-    if host.parse::<std::net::IpAddr>().is_err() && !crate::network::is_domain(host) {
+    if let Some(inner) = host.strip_prefix('[') {
+        return match inner
+            .strip_suffix(']')
+            .map(str::parse::<std::net::Ipv6Addr>)
+        {
+            Some(Ok(_)) => Ok(()),
+            _ => Err(format!(
+                "{seed:?}: {host:?} is not an IPv6 address in brackets ([fd00::1]:7700)"
+            )),
+        };
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Err(format!(
+            "{seed:?}: an IPv6 address takes brackets before its port: \"[{host}]:{port}\""
+        ));
+    }
+    // A name whose last label is a number is a mistyped IPv4 address (`10.0.0.300`).
+    let last_label = host
+        .trim_end_matches('.')
+        .rsplit('.')
+        .next()
+        .unwrap_or(host);
+    if !crate::network::is_domain(host) || last_label.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!(
             "{seed:?}: {host:?} is neither an address nor a host name"
         ));
@@ -737,6 +763,24 @@ labels = {{ gpu = "true" }}
     }
 
     #[test]
+    fn seeds_are_addresses_or_host_names_with_a_port() {
+        let seeds = [
+            "10.0.0.1:7700",
+            "[fd00::1]:7700",
+            "cp1:7700",
+            "cp-1.lab.example:7701",
+            "cp1.lab.:7700",
+            "node_1.lab:65535",
+        ];
+        let text = format!(
+            "[cluster]\nseeds = [{}]\n",
+            seeds.map(|s| format!("{s:?}")).join(", ")
+        );
+        let c = MachineConfig::parse("machine.toml", &text, None).unwrap();
+        assert_eq!(c.cluster.seeds, seeds);
+    }
+
+    #[test]
     fn each_rejected_value_says_why() {
         let cases: &[(&str, &str)] = &[
             (
@@ -770,6 +814,26 @@ labels = {{ gpu = "true" }}
             (
                 "[cluster]\nseeds = [\"bad host:7700\"]\n",
                 "machine.toml: cluster.seeds[0]: \"bad host:7700\": \"bad host\" is neither an address nor a host name",
+            ),
+            (
+                "[cluster]\nseeds = [\"node1.lab:7700\", \"10.0.0.300:7700\"]\n",
+                "machine.toml: cluster.seeds[1]: \"10.0.0.300:7700\": \"10.0.0.300\" is neither an address nor a host name",
+            ),
+            (
+                "[cluster]\nseeds = [\":7700\"]\n",
+                "machine.toml: cluster.seeds[0]: \":7700\": \"\" is neither an address nor a host name",
+            ),
+            (
+                "[cluster]\nseeds = [\"fd00::1:7700\"]\n",
+                "machine.toml: cluster.seeds[0]: \"fd00::1:7700\": an IPv6 address takes brackets before its port: \"[fd00::1]:7700\"",
+            ),
+            (
+                "[cluster]\nseeds = [\"[fd00::1:7700\"]\n",
+                "machine.toml: cluster.seeds[0]: \"[fd00::1:7700\": \"[fd00::1\" is not an IPv6 address in brackets ([fd00::1]:7700)",
+            ),
+            (
+                "[cluster]\nseeds = [\"[10.0.0.1]:7700\"]\n",
+                "machine.toml: cluster.seeds[0]: \"[10.0.0.1]:7700\": \"[10.0.0.1]\" is not an IPv6 address in brackets ([fd00::1]:7700)",
             ),
             (
                 "[cluster]\nport = 0\n",

@@ -11,6 +11,7 @@
 //! | `facts` | MACs, SMBIOS UUID and serial, hostname, from a sysfs root | root as parameter |
 //! | `daemon` | gather, resolve (shoal-config), write, report, retry in maintenance | yes |
 
+pub mod cli;
 pub mod daemon;
 pub use shoal_dns as dns;
 pub mod esp;

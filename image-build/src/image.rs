@@ -234,6 +234,7 @@ pub(crate) fn stage_rootfs(root: &Path, content: &Content<'_>) -> Result<usize> 
     make_symlink("init", &staged(root, "/sbin/modprobe"))?;
     for binary in &content.profile.binaries {
         copy_file(content.binary(&binary.spec)?, &staged(root, &binary.dest))?;
+        stage_links(root, binary)?;
     }
     for task in &content.profile.boot_tasks {
         make_symlink(
@@ -267,6 +268,22 @@ pub(crate) fn stage_rootfs(root: &Path, content: &Content<'_>) -> Result<usize> 
         make_symlink(target, &staged(root, link))?;
     }
     normalize_tree(root, content.epoch, &file_modes)
+}
+
+/// Creates a binary's links under `root`: relative when the link sits beside the binary (as
+/// `init` for /sbin/modprobe), so the tree reads the same wherever it is mounted.
+fn stage_links(root: &Path, binary: &crate::profile::Binary) -> Result<()> {
+    let dest = Path::new(&binary.dest);
+    for link in &binary.links {
+        let target = match dest.file_name() {
+            Some(name) if dest.parent() == Path::new(link).parent() => {
+                name.to_string_lossy().into_owned()
+            }
+            _ => binary.dest.clone(),
+        };
+        make_symlink(&target, &staged(root, link))?;
+    }
+    Ok(())
 }
 
 /// Copies the files taken from Debian packages (already in the cache) to their paths under
@@ -634,6 +651,34 @@ mod tests {
         assert_eq!(
             fs::metadata(&source).unwrap().permissions().mode() & 0o7777,
             0o755
+        );
+    }
+
+    #[test]
+    fn links_point_at_their_binary_relative_when_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let binary = crate::profile::Binary {
+            spec: crate::profile::BinarySpec {
+                package: "shoal-node".into(),
+                bin: "shoal-node".into(),
+            },
+            dest: "/usr/lib/shoal/shoal-node".into(),
+            links: vec![
+                "/usr/lib/shoal/shoal-netd".into(),
+                "/usr/bin/shoal-netd".into(),
+            ],
+        };
+        fs::create_dir_all(root.join("usr/lib/shoal")).unwrap();
+        fs::create_dir_all(root.join("usr/bin")).unwrap();
+        stage_links(root, &binary).unwrap();
+        assert_eq!(
+            fs::read_link(root.join("usr/lib/shoal/shoal-netd")).unwrap(),
+            Path::new("shoal-node")
+        );
+        assert_eq!(
+            fs::read_link(root.join("usr/bin/shoal-netd")).unwrap(),
+            Path::new("/usr/lib/shoal/shoal-node")
         );
     }
 

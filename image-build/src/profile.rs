@@ -73,6 +73,8 @@ struct RawBinary {
     package: String,
     bin: String,
     dest: String,
+    #[serde(default)]
+    links: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -259,6 +261,15 @@ pub struct Binary {
     pub spec: BinarySpec,
     /// Absolute path in the root image, such as `/usr/lib/shoal/shoal-test-orphans`.
     pub dest: String,
+    /// Symbolic links to it: the other names a multi-call binary is run by.
+    pub links: Vec<String>,
+}
+
+impl Binary {
+    /// Its path and its links' paths in the image.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.dest.as_str()).chain(self.links.iter().map(String::as_str))
+    }
 }
 
 /// A boot task: `/etc/shoal/boot.d/<name>`, a symlink to `target`.
@@ -676,24 +687,33 @@ impl Profile {
                     .origin
                     .error("bin", format!("{:?} is not a cargo binary name", raw.bin)));
             }
-            valid_abs_path(&raw.dest).map_err(|reason| entry.origin.error("dest", reason))?;
-            if let Some(reserved) = RESERVED_PREFIXES
-                .iter()
-                .find(|p| raw.dest == **p || raw.dest.starts_with(&format!("{p}/")))
-            {
-                return Err(entry.origin.error(
-                    "dest",
-                    format!(
-                        "{} is under {reserved}, which the builder or init owns",
-                        raw.dest
-                    ),
-                ));
-            }
-            if binaries.iter().any(|b| b.dest == raw.dest) {
-                return Err(entry.origin.error(
-                    "dest",
-                    format!("{} is already the destination of another binary", raw.dest),
-                ));
+            let fields = std::iter::once(("dest".to_string(), &raw.dest)).chain(
+                raw.links
+                    .iter()
+                    .enumerate()
+                    .map(|(i, link)| (format!("links[{i}]"), link)),
+            );
+            let mut seen: Vec<&str> = Vec::new();
+            for (field, path) in fields {
+                valid_abs_path(path).map_err(|reason| entry.origin.error(&field, reason))?;
+                if let Some(reserved) = RESERVED_PREFIXES
+                    .iter()
+                    .find(|p| path == *p || path.starts_with(&format!("{p}/")))
+                {
+                    return Err(entry.origin.error(
+                        &field,
+                        format!("{path} is under {reserved}, which the builder or init owns"),
+                    ));
+                }
+                if binaries.iter().flat_map(Binary::paths).any(|p| p == path)
+                    || seen.contains(&path.as_str())
+                {
+                    return Err(entry.origin.error(
+                        &field,
+                        format!("{path} is already the path of a binary or a link"),
+                    ));
+                }
+                seen.push(path);
             }
             binaries.push(Binary {
                 spec: BinarySpec {
@@ -701,6 +721,7 @@ impl Profile {
                     bin: raw.bin.clone(),
                 },
                 dest: raw.dest.clone(),
+                links: raw.links.clone(),
             });
         }
 
@@ -723,8 +744,13 @@ impl Profile {
                     .origin
                     .error("name", format!("{} is defined twice", raw.name)));
             }
-            if !binaries.iter().any(|b| b.dest == raw.target) && raw.target != "/sbin/init" {
-                let known: Vec<&str> = binaries.iter().map(|b| b.dest.as_str()).collect();
+            if !binaries
+                .iter()
+                .flat_map(Binary::paths)
+                .any(|p| p == raw.target)
+                && raw.target != "/sbin/init"
+            {
+                let known: Vec<&str> = binaries.iter().flat_map(Binary::paths).collect();
                 return Err(entry.origin.error(
                     "target",
                     format!(
@@ -942,7 +968,8 @@ fn validate_package_files(
         }
         let taken = binaries
             .iter()
-            .map(|b| (b.dest.as_str(), "a binary"))
+            .flat_map(Binary::paths)
+            .map(|p| (p, "a binary"))
             .chain(files.iter().map(|f| (f.dest.as_str(), "a file")))
             .chain(
                 package_files
@@ -997,7 +1024,8 @@ fn validate_files(entries: &[Src<RawFile>], binaries: &[Binary]) -> Result<Vec<I
 
         let taken = binaries
             .iter()
-            .map(|b| (b.dest.as_str(), "a binary"))
+            .flat_map(Binary::paths)
+            .map(|p| (p, "a binary"))
             .chain(files.iter().map(|f| (f.dest.as_str(), "another file")));
         check_image_path(&raw.dest, taken).map_err(|reason| error("dest", reason))?;
 
@@ -1221,7 +1249,26 @@ compression = "none"
         let err = load_err(
             "extends = \"base\"\n[[binary]]\npackage = \"p\"\nbin = \"b\"\ndest = \"/usr/lib/shoal/tool\"\n",
         );
-        assert!(err.contains("already the destination"), "{err}");
+        assert!(err.contains("already the path of a binary"), "{err}");
+        // Links: checked like dests, against every binary and link.
+        let err = load_err(
+            "extends = \"base\"\n[[binary]]\npackage = \"p\"\nbin = \"b\"\ndest = \"/usr/lib/shoal/b\"\nlinks = [\"/usr/lib/shoal/c\", \"/usr/lib/shoal/tool\"]\n",
+        );
+        assert!(
+            err.contains("field `binary[0].links[1]`: /usr/lib/shoal/tool is already the path"),
+            "{err}"
+        );
+        let err = load_err(
+            "extends = \"base\"\n[[binary]]\npackage = \"p\"\nbin = \"b\"\ndest = \"/usr/lib/shoal/b\"\nlinks = [\"/usr/lib/shoal/b\"]\n",
+        );
+        assert!(err.contains("field `binary[0].links[0]`"), "{err}");
+        let err = load_err(
+            "extends = \"base\"\n[[binary]]\npackage = \"p\"\nbin = \"b\"\ndest = \"/usr/lib/shoal/b\"\nlinks = [\"/sys/b\"]\n",
+        );
+        assert!(
+            err.contains("field `binary[0].links[0]`: /sys/b is under /sys"),
+            "{err}"
+        );
         let err = load_err(
             "extends = \"base\"\n[[boot_task]]\nname = \"orphans\"\ntarget = \"/usr/lib/shoal/tool\"\n",
         );
@@ -1634,12 +1681,16 @@ mode = 0o600
             ]
         );
         assert_eq!(test.package_files, default.package_files);
-        assert!(
-            default
-                .binaries
-                .iter()
-                .any(|b| b.dest == "/usr/lib/shoal/shoal-inventory")
-        );
+        // The node's daemons are one executable under five names.
+        let node = default
+            .binaries
+            .iter()
+            .find(|b| b.dest == "/usr/lib/shoal/shoal-node")
+            .expect("shoal-node");
+        for daemon in ["supervisor", "netd", "configd", "clusterd", "inventory"] {
+            let path = format!("/usr/lib/shoal/shoal-{daemon}");
+            assert!(node.links.contains(&path), "{path}: {node:?}");
+        }
         // The supervisor's test services (qemu-tests/tests/supervisor.rs).
         assert!(
             test.files

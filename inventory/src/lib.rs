@@ -16,6 +16,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 pub mod capture;
+pub mod cli;
 pub mod cpu;
 pub mod fs_probe;
 pub mod labels;

@@ -13,6 +13,7 @@
 //! | `netlink` | the rtnetlink adapter (I/O) |
 //! | `daemon` | the event loop tying it together (I/O) |
 
+pub mod cli;
 pub mod cmdline;
 /// The `[network]` schema lives with the rest of the machine configuration.
 pub use shoal_config::network as config;

@@ -33,7 +33,8 @@ pub enum ClusterCommand {
     /// The cluster as the answering node sees it: role, leader, term, voters, quorum,
     /// revision.
     Status(Connection),
-    /// Every node: id, hostname, address, role, health, heartbeat age, version, labels.
+    /// Every node: id, hostname, address, role, health, heartbeat age, image version, boot
+    /// slot (and whether it is on trial after an update), labels.
     Nodes(NodesArgs),
     /// One node, by id (16 hex digits) or hostname.
     Node(NodeArgs),
@@ -100,8 +101,8 @@ pub struct Connection {
 
 #[derive(Debug, Args)]
 pub struct NodesArgs {
-    /// Print the nodes again whenever membership, a role or a node's health changes, until
-    /// Ctrl-C.
+    /// Print the nodes again whenever membership, a role, a node's health, image version or
+    /// slot changes, until Ctrl-C.
     #[arg(long)]
     watch: bool,
     #[command(flatten)]
@@ -721,6 +722,7 @@ fn nodes_table(nodes: &[NodeView]) -> String {
         "HEALTHY",
         "HEARTBEAT",
         "VERSION",
+        "SLOT",
         "LABELS",
     ])];
     for n in nodes {
@@ -732,10 +734,20 @@ fn nodes_table(nodes: &[NodeView]) -> String {
             yes_no(n.healthy),
             age(n.heartbeat_age_ms),
             or_dash(&n.version),
+            slot(n).unwrap_or_else(|| "-".into()),
             labels(&n.labels, ","),
         ]);
     }
     render(&rows)
+}
+
+/// `a (good)`, `b (trial)`; `None` for a node booted over the network.
+fn slot(n: &NodeView) -> Option<String> {
+    let slot = n.slot.as_deref()?;
+    Some(match n.slot_state.as_deref() {
+        Some(state) => format!("{slot} ({state})"),
+        None => slot.to_string(),
+    })
 }
 
 fn node_table(n: &NodeView) -> String {
@@ -747,6 +759,10 @@ fn node_table(n: &NodeView) -> String {
         ("healthy", yes_no(n.healthy)),
         ("heartbeat", format!("{} ago", age(n.heartbeat_age_ms))),
         ("version", or_dash(&n.version)),
+        (
+            "slot",
+            slot(n).unwrap_or_else(|| "- (booted over the network)".into()),
+        ),
         ("labels", labels(&n.labels, ", ")),
         ("joined", utc(n.joined_ms)),
         (
@@ -859,6 +875,8 @@ mod tests {
             addr: "10.0.0.5:7700".into(),
             labels: BTreeMap::new(),
             version: "0.1.0".into(),
+            slot: Some("a".into()),
+            slot_state: Some("good".into()),
             role: role.into(),
             healthy: true,
             heartbeat_age_ms: 420,
@@ -927,18 +945,29 @@ revision:    17
         labelled.healthy = false;
         labelled.heartbeat_age_ms = 125_000;
         labelled.version = String::new();
-        let nodes = vec![node("00000000000000a1", "node-1", "leader"), labelled];
+        labelled.slot = None;
+        labelled.slot_state = None;
+        let mut updated = node("00000000000000a3", "node-3", "non-voter");
+        updated.version = "0.2.0".into();
+        updated.slot = Some("b".into());
+        updated.slot_state = Some("trial".into());
+        let nodes = vec![
+            node("00000000000000a1", "node-1", "leader"),
+            labelled,
+            updated,
+        ];
         assert_eq!(
             nodes_table(&nodes),
             "\
-ID                HOSTNAME  ADDRESS        ROLE    HEALTHY  HEARTBEAT  VERSION  LABELS
-00000000000000a1  node-1    10.0.0.5:7700  leader  yes      0.4s       0.1.0    -
-00000000000000a2  edge-7    10.0.0.5:7700  voter   no       2m5s       -        gpu=true,rack=r1
+ID                HOSTNAME  ADDRESS        ROLE       HEALTHY  HEARTBEAT  VERSION  SLOT       LABELS
+00000000000000a1  node-1    10.0.0.5:7700  leader     yes      0.4s       0.1.0    a (good)   -
+00000000000000a2  edge-7    10.0.0.5:7700  voter      no       2m5s       -        -          gpu=true,rack=r1
+00000000000000a3  node-3    10.0.0.5:7700  non-voter  yes      0.4s       0.2.0    b (trial)  -
 "
         );
         assert_eq!(
             nodes_table(&[]),
-            "ID  HOSTNAME  ADDRESS  ROLE  HEALTHY  HEARTBEAT  VERSION  LABELS\n"
+            "ID  HOSTNAME  ADDRESS  ROLE  HEALTHY  HEARTBEAT  VERSION  SLOT  LABELS\n"
         );
     }
 
@@ -961,11 +990,19 @@ role:       voter
 healthy:    yes
 heartbeat:  0.4s ago
 version:    0.1.0
+slot:       a (good)
 labels:     gpu=true, rack=r1
 joined:     2025-06-01 12:00:00 UTC
 hardware:   4 threads (1 sockets, 2 cores), 8 GiB, 1 disks, 1 NICs
 hw labels:  disk.nvme=true
 "
+        );
+        n.slot = None;
+        n.slot_state = None;
+        assert!(
+            node_table(&n).contains("\nslot:       - (booted over the network)\n"),
+            "{}",
+            node_table(&n)
         );
     }
 

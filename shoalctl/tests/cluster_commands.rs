@@ -52,6 +52,8 @@ fn node(id: &str, hostname: &str, role: &str) -> NodeView {
         addr: format!("10.0.0.{}:7700", &id[15..]),
         labels: BTreeMap::from([("rack".to_string(), "r1".to_string())]),
         version: "0.1.0".into(),
+        slot: Some("a".into()),
+        slot_state: Some("good".into()),
         role: role.into(),
         healthy: true,
         heartbeat_age_ms: 300,
@@ -61,11 +63,20 @@ fn node(id: &str, hostname: &str, role: &str) -> NodeView {
     }
 }
 
+/// A node on a good slot, one just updated (its new slot on trial), one booted over the
+/// network (no slot).
 fn nodes() -> Vec<NodeView> {
+    let mut updated = node("0000000000000002", "node-2", "voter");
+    updated.version = "0.2.0".into();
+    updated.slot = Some("b".into());
+    updated.slot_state = Some("trial".into());
+    let mut netboot = node("0000000000000003", "node-3", "non-voter");
+    netboot.slot = None;
+    netboot.slot_state = None;
     vec![
         node("0000000000000001", "node-1", "leader"),
-        node("0000000000000002", "node-2", "voter"),
-        node("0000000000000003", "node-3", "non-voter"),
+        updated,
+        netboot,
     ]
 }
 
@@ -392,22 +403,53 @@ fn status_nodes_and_members_in_every_format() {
     assert_eq!(
         lines,
         [
-            "ID                HOSTNAME  ADDRESS        ROLE       HEALTHY  HEARTBEAT  VERSION  LABELS",
-            "0000000000000001  node-1    10.0.0.1:7700  leader     yes      0.3s       0.1.0    rack=r1",
-            "0000000000000002  node-2    10.0.0.2:7700  voter      yes      0.3s       0.1.0    rack=r1",
-            "0000000000000003  node-3    10.0.0.3:7700  non-voter  yes      0.3s       0.1.0    rack=r1",
+            "ID                HOSTNAME  ADDRESS        ROLE       HEALTHY  HEARTBEAT  VERSION  SLOT       LABELS",
+            "0000000000000001  node-1    10.0.0.1:7700  leader     yes      0.3s       0.1.0    a (good)   rack=r1",
+            "0000000000000002  node-2    10.0.0.2:7700  voter      yes      0.3s       0.2.0    b (trial)  rack=r1",
+            "0000000000000003  node-3    10.0.0.3:7700  non-voter  yes      0.3s       0.1.0    -          rack=r1",
         ]
+    );
+    // The wire names, as scripts read them: a network boot's slot is null.
+    let raw: serde_json::Value = serde_json::from_str(&run(&["nodes", "-o", "json"])).unwrap();
+    assert_eq!(
+        (&raw[1]["version"], &raw[1]["slot"], &raw[1]["slot_state"]),
+        (
+            &serde_json::json!("0.2.0"),
+            &serde_json::json!("b"),
+            &serde_json::json!("trial")
+        )
+    );
+    assert_eq!(
+        (&raw[2]["slot"], &raw[2]["slot_state"]),
+        (&serde_json::Value::Null, &serde_json::Value::Null)
     );
     let out = run(&["nodes", "-o", "yaml"]);
     assert!(
         out.starts_with("- addr: 10.0.0.1:7700\n  healthy: true\n"),
         "{out}"
     );
+    assert!(
+        out.contains("\n  slot: b\n  slot_state: trial\n  version: 0.2.0\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n  slot: null\n  slot_state: null\n"),
+        "{out}"
+    );
 
     let out = run(&["node", "node-2", "-o", "json"]);
     assert_eq!(serde_json::from_str::<NodeView>(&out).unwrap(), nodes()[1]);
+    let out = run(&["node", "node-2"]);
+    assert!(
+        out.contains("\nversion:    0.2.0\nslot:       b (trial)\n"),
+        "{out}"
+    );
     let out = run(&["node", "0000000000000003"]);
     assert!(out.starts_with("id:         0000000000000003\n"), "{out}");
+    assert!(
+        out.contains("\nslot:       - (booted over the network)\n"),
+        "{out}"
+    );
     assert!(
         out.contains("joined:     2025-06-01 12:00:00 UTC\n"),
         "{out}"

@@ -7,6 +7,7 @@
 //! them together, `daemon`, runs as `shoal-supervisor`.
 
 pub mod cgroup;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub use shoal_units as duration;

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -61,7 +61,21 @@ impl Node {
         data: Option<&Path>,
         extra: &[&str],
     ) -> Node {
-        let addr = format!("127.0.0.1:{port}");
+        Node::start_on(config, Ipv4Addr::LOCALHOST, port, api, data, extra)
+    }
+
+    /// Starts a node on another loopback address than 127.0.0.1 (its API stays there). A
+    /// node bound to one address hears no broadcast, so nodes on one port but several
+    /// addresses find each other only through what they are told.
+    pub fn start_on(
+        config: &Path,
+        ip: Ipv4Addr,
+        port: u16,
+        api: u16,
+        data: Option<&Path>,
+        extra: &[&str],
+    ) -> Node {
+        let addr = format!("{ip}:{port}");
         let local_dir = tempfile::tempdir().expect("a directory for the local socket");
         std::fs::set_permissions(
             local_dir.path(),
@@ -159,10 +173,19 @@ impl Node {
 
 /// A port free for both TCP and UDP on 127.0.0.1.
 pub fn free_port() -> u16 {
+    free_port_on(&[Ipv4Addr::LOCALHOST])
+}
+
+/// A port free for both TCP and UDP on each of these addresses.
+pub fn free_port_on(ips: &[Ipv4Addr]) -> u16 {
     loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let tcp = TcpListener::bind((ips[0], 0)).expect("bind tcp");
         let port = tcp.local_addr().expect("local addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        let free = |ip: &Ipv4Addr| {
+            UdpSocket::bind((*ip, port)).is_ok()
+                && (*ip == ips[0] || TcpListener::bind((*ip, port)).is_ok())
+        };
+        if ips.iter().all(free) {
             return port;
         }
     }
@@ -176,7 +199,20 @@ pub fn write_config(
     voters: u32,
     ports: &[u16],
 ) -> PathBuf {
-    let seeds: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let seeds: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    write_config_seeds(dir, name, secret, expected, voters, &seeds)
+}
+
+/// A configuration with these `cluster.seeds` (`host:port`).
+pub fn write_config_seeds(
+    dir: &Path,
+    name: &str,
+    secret: &str,
+    expected: u32,
+    voters: u32,
+    seeds: &[String],
+) -> PathBuf {
+    let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(
         &path,
@@ -227,4 +263,87 @@ pub fn signal(node: &Node, signal: libc::c_int) {
     // SAFETY: kill(2) on a child this test started and has not reaped.
     let rc = unsafe { libc::kill(node.child.id() as libc::pid_t, signal) };
     assert_eq!(rc, 0, "kill({signal})");
+}
+
+/// A nameserver on 127.0.0.1 (any port: clusterd's `--nameserver`) that knows one name. Until
+/// [`FakeDns::answer`], it says the name does not exist (NXDOMAIN); then it answers A questions
+/// with its addresses and AAAA questions with none. Other names do not exist.
+pub struct FakeDns {
+    pub address: std::net::SocketAddr,
+    answering: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// A questions for the name so far.
+    asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeDns {
+    pub fn start(name: &str, addresses: &[Ipv4Addr]) -> FakeDns {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind the fake nameserver");
+        let address = socket.local_addr().expect("local addr");
+        let answering = Arc::new(AtomicBool::new(false));
+        let asked = Arc::new(AtomicUsize::new(0));
+        let mut wire = Vec::new();
+        for label in name.split('.') {
+            wire.push(label.len() as u8);
+            wire.extend_from_slice(label.as_bytes());
+        }
+        wire.push(0);
+        let addresses = addresses.to_vec();
+        let (on, count) = (answering.clone(), asked.clone());
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 512];
+            while let Ok((n, from)) = socket.recv_from(&mut buffer) {
+                let query = &buffer[..n];
+                // Header, then the question: the name, type and class.
+                let Some(question) = query.get(12..) else {
+                    continue;
+                };
+                let ours = question.len() >= wire.len() + 4
+                    && question[..wire.len()].eq_ignore_ascii_case(&wire);
+                let qtype = if ours {
+                    u16::from_be_bytes([question[wire.len()], question[wire.len() + 1]])
+                } else {
+                    0
+                };
+                if ours && qtype == 1 {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+                let known = ours && on.load(Ordering::SeqCst);
+                let answers: &[Ipv4Addr] = if known && qtype == 1 { &addresses } else { &[] };
+                let mut reply = query[..2].to_vec();
+                // QR, RD, RA; NOERROR or NXDOMAIN.
+                reply.extend_from_slice(if known { &[0x81, 0x80] } else { &[0x81, 0x83] });
+                reply.extend_from_slice(&[0, 1, 0, answers.len() as u8, 0, 0, 0, 0]);
+                reply.extend_from_slice(question);
+                for ip in answers {
+                    // A pointer to the question's name; A, IN, TTL 60, the address.
+                    reply.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+                    reply.extend_from_slice(&ip.octets());
+                }
+                let _ = socket.send_to(&reply, from);
+            }
+        });
+        FakeDns {
+            address,
+            answering,
+            asked,
+        }
+    }
+
+    /// From now on the name resolves.
+    pub fn answer(&self) {
+        self.answering
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A questions asked for the name so far.
+    pub fn asked(&self) -> usize {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// `127.0.0.n`.
+pub fn loopback(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, n)
 }

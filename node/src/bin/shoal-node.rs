@@ -1,0 +1,13 @@
+//! `shoal-node`: the node's daemons in one executable; see [`shoal_node`].
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match shoal_node::select(std::env::args_os().collect()) {
+        Ok((_, main, args)) => main(args),
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::from(2)
+        }
+    }
+}
