@@ -7,11 +7,12 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::Duration;
 
 use shoal_qemu_tests::events::Event;
-use shoal_qemu_tests::testing::{boot_timeout, host_tool, step_timeout, test_image};
+use shoal_qemu_tests::testing::{boot_timeout, eventually, host_tool, step_timeout, test_image};
 use shoal_qemu_tests::vm::Disk;
-use shoal_qemu_tests::{Image, Network, NicModel, Vm};
+use shoal_qemu_tests::{Image, Network, NicModel, Vm, scaled};
 
 const SECRET: &str = "c2hvYWwtdGVzdC1zZWNyZXQtdGhhdC1pcy1sb25nLWVub3VnaA==";
 
@@ -346,6 +347,37 @@ fn update_status(vm: &Vm, network: &Network, dir: &Path) -> anyhow::Result<serde
     )?)?)
 }
 
+/// Waits until the cluster's record of the one node (`shoalctl nodes`) shows it running
+/// `slot` in `state`, with the image's version (`VERSION_ID` of its os-release); a changed slot
+/// state is published within about a second of the change.
+fn record_shows_slot(
+    vm: &Vm,
+    network: &Network,
+    dir: &Path,
+    slot: &str,
+    state: &str,
+) -> anyhow::Result<()> {
+    eventually(
+        &format!("the node record shows slot {slot} ({state})"),
+        scaled(Duration::from_secs(15)),
+        Duration::from_millis(500),
+        || {
+            let out = ctl(vm, network, dir, &["nodes", "-o", "json"]).map_err(|e| e.to_string())?;
+            let nodes: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+            let node = &nodes[0];
+            if node["slot"] == slot
+                && node["slot_state"] == state
+                && node["version"] == env!("CARGO_PKG_VERSION")
+            {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+    )
+    .map_err(|e| fail(vm, e))
+}
+
 #[test]
 fn an_update_goes_to_slot_b_is_blessed_once_the_node_is_back_survives_a_reboot_and_rolls_back()
 -> anyhow::Result<()> {
@@ -354,6 +386,7 @@ fn an_update_goes_to_slot_b_is_blessed_once_the_node_is_back_survives_a_reboot_a
 
     let vm = boot("update-a", &network, &disk)?;
     let (node_id, _, _) = member_and_state(&vm)?;
+    record_shows_slot(&vm, &network, dir.path(), "a", "good")?;
     // Refused bundles change nothing: a forged manifest, a truncated body, a changed byte in
     // the root image (its hash), a bundle for another architecture (signed by the trusted key).
     let mut forged = bundle[..8192].to_vec();
@@ -435,6 +468,8 @@ fn an_update_goes_to_slot_b_is_blessed_once_the_node_is_back_survives_a_reboot_a
     if status["booted"] != "b" || status["slots"][1]["state"] != "good" {
         return Err(fail(&vm, format!("after blessing: {status}")));
     }
+    // The cluster's record follows: registered on trial, published again once blessed.
+    record_shows_slot(&vm, &network, dir.path(), "b", "good")?;
     // It stays on B; an operator's rollback then brings A back, with STATE (the node's
     // identity) intact across both switches.
     let vm = reboot(vm, "update-b-again", &network, &disk, "vda3")?;
