@@ -17,6 +17,22 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 pub mod cluster;
+
+/// The node daemons' logging: lines on stderr (the console, through the supervisor), one write
+/// each, no colours, no module targets; `level` is a tracing level name (`debug`, `info`, ...),
+/// anything else means `info`. Every daemon that serves a local API sets its logging up here.
+pub fn init_logging(level: &str) {
+    let level = level
+        .parse::<tracing::Level>()
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+}
+
 pub mod network;
 pub mod supervisor;
 

@@ -62,15 +62,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             }
         }
     }
-    let level = shoal_boot_events::node_log_level()
-        .parse::<tracing::Level>()
-        .unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .init();
+    shoal_api::init_logging(&shoal_boot_events::node_log_level());
     match run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -27,7 +27,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&options.log_level);
+    shoal_api::init_logging(&options.log_level);
     match run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -48,17 +48,4 @@ fn run(options: daemon::Options) -> anyhow::Result<()> {
         server.run().await
     })?;
     Ok(())
-}
-
-/// Log lines on stderr (the console), one write each, without colours.
-fn init_logging(level: &str) {
-    let level = level
-        .parse::<tracing::Level>()
-        .unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_target(false)
-        .init();
 }
