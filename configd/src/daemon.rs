@@ -17,12 +17,14 @@ use shoal_cluster_api::types::{MaintenanceAccepted, MaintenanceStatus};
 
 use crate::http::{FetchOptions, Request, Trust, Url, fetch_with, parse_pin};
 use crate::maintenance::Pushed;
+use crate::netwatch::NetWatch;
 
 /// How long one fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Retry delays while a source fails: every 250 ms for the first 5 s (the network is usually
 /// just coming up, and an unreachable network fails at once, so trying costs nothing), then
-/// backing off to every 5 s.
+/// backing off to every 5 s. An address or route that changes cuts a delay short (see
+/// [`wait`]).
 fn retry_delay(attempt: usize) -> Duration {
     match attempt {
         0..20 => Duration::from_millis(250),
@@ -118,6 +120,14 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let mut maintenance_reported = String::new();
     let mut failures_reported: Vec<(String, String)> = Vec::new();
     let mut maintenance: Option<crate::maintenance::Server> = None;
+    // Opened before the first round, so that the network coming up during it is not missed.
+    let netwatch = match NetWatch::open() {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            tracing::debug!("cannot watch the network ({e}); retrying on the timer alone");
+            None
+        }
+    };
     loop {
         let gathered = gather(options, &cmdline, url.as_deref(), &facts);
         // Each distinct failure once, not every retry.
@@ -152,10 +162,24 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 let waited = started.elapsed() >= options.source_wait;
                 if errors.is_empty() && !waited {
                     // Unreachable for now: keep trying before settling for anything else.
-                    if let Some(pushed) = wait(maintenance.as_ref(), retry_delay(attempt)) {
-                        return take_pushed(options, pushed, &facts, &cache, &maintenance, started);
+                    match wait(
+                        maintenance.as_ref().map(|m| &m.pushed),
+                        netwatch.as_ref(),
+                        retry_delay(attempt),
+                    ) {
+                        Woken::Pushed(pushed) => {
+                            return take_pushed(
+                                options,
+                                *pushed,
+                                &facts,
+                                &cache,
+                                &maintenance,
+                                started,
+                            );
+                        }
+                        Woken::NetworkChanged => {}
+                        Woken::Elapsed => attempt += 1,
                     }
-                    attempt += 1;
                     continue;
                 }
                 // Unreachable for too long, or serving an invalid document: the last good
@@ -214,20 +238,72 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 }
             }
         }
-        if let Some(pushed) = wait(maintenance.as_ref(), retry_delay(attempt)) {
-            return take_pushed(options, pushed, &facts, &cache, &maintenance, started);
+        match wait(
+            maintenance.as_ref().map(|m| &m.pushed),
+            netwatch.as_ref(),
+            retry_delay(attempt),
+        ) {
+            Woken::Pushed(pushed) => {
+                return take_pushed(options, *pushed, &facts, &cache, &maintenance, started);
+            }
+            Woken::NetworkChanged => {}
+            Woken::Elapsed => attempt += 1,
         }
-        attempt += 1;
     }
 }
 
-/// Sleeps `delay`, or less if an operator pushes a configuration meanwhile.
-fn wait(maintenance: Option<&crate::maintenance::Server>, delay: Duration) -> Option<Pushed> {
-    match maintenance {
-        Some(server) => server.pushed.recv_timeout(delay).ok(),
-        None => {
-            std::thread::sleep(delay);
-            None
+/// Why a wait between two rounds ended.
+#[derive(Debug)]
+enum Woken {
+    /// An operator pushed a configuration through the maintenance API.
+    Pushed(Box<Pushed>),
+    /// An address or route changed: a source that was unreachable may be reachable now, so
+    /// the next round starts at once. The backoff stays where it was, so that the network
+    /// coming up (a burst of changes) does not hurry configd into its slow retries.
+    NetworkChanged,
+    /// The whole delay passed.
+    Elapsed,
+}
+
+/// How long a push may wait to be noticed while the network is watched too.
+const PUSH_CHECK: Duration = Duration::from_millis(100);
+
+/// Waits `delay`, or less if an operator pushes a configuration (to `pushed`, the maintenance
+/// API's channel, once it runs) or the network changes meanwhile (with a `netwatch`).
+fn wait(
+    pushed: Option<&std::sync::mpsc::Receiver<Pushed>>,
+    netwatch: Option<&NetWatch>,
+    delay: Duration,
+) -> Woken {
+    let Some(netwatch) = netwatch else {
+        return match pushed {
+            Some(pushed) => pushed
+                .recv_timeout(delay)
+                .map_or(Woken::Elapsed, |p| Woken::Pushed(Box::new(p))),
+            None => {
+                std::thread::sleep(delay);
+                Woken::Elapsed
+            }
+        };
+    };
+    let deadline = Instant::now() + delay;
+    loop {
+        if let Some(configuration) = pushed.and_then(|p| p.try_recv().ok()) {
+            return Woken::Pushed(Box::new(configuration));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Woken::Elapsed;
+        }
+        // One poll cannot wait on the channel as well: look at it between slices.
+        let slice = if pushed.is_some() {
+            left.min(PUSH_CHECK)
+        } else {
+            left
+        };
+        if netwatch.wait(slice) {
+            tracing::debug!("the network changed; trying the sources again at once");
+            return Woken::NetworkChanged;
         }
     }
 }
@@ -441,6 +517,38 @@ fn fetch_url(
     })
 }
 
+/// What `config.toml` was before this run wrote it, as far as netd goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PreviousFile {
+    /// There was none: netd has read none (the defaults), or will read the new one when it
+    /// starts.
+    Absent,
+    /// There was one, whatever it held (valid or not), or it could not be told: netd may have
+    /// taken something from it.
+    Present,
+}
+
+impl PreviousFile {
+    fn at(path: &Path) -> PreviousFile {
+        // Followed through links, as netd reads it.
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PreviousFile::Absent,
+            _ => PreviousFile::Present,
+        }
+    }
+}
+
+/// Whether netd must be asked to reload for `effective`, the node's configuration about to be
+/// written. netd takes only `[network]` and `node.hostname` from the file, and one that is
+/// missing stands for the defaults and no hostname; so with no file before, a configuration
+/// that sets neither changes nothing for netd, and the reload (a D-Bus connection and a call,
+/// on the boot's critical path) is skipped. Anything else is reloaded.
+fn netd_reload_needed(previous: PreviousFile, effective: &MachineConfig) -> bool {
+    previous == PreviousFile::Present
+        || effective.network != shoal_config::network::NetworkConfig::default()
+        || effective.node.hostname.is_some()
+}
+
 /// Writes the node's configuration, reports it, and has netd pick it up.
 fn apply(
     options: &Options,
@@ -459,6 +567,7 @@ fn apply(
     effective.nodes.clear();
     let text = toml::to_string(&effective)?;
     let path = options.run_dir.join("config.toml");
+    let previous = PreviousFile::at(&path);
     write_private(&path, &text)?;
     emit(Event::ConfigResolved {
         sources,
@@ -466,7 +575,11 @@ fn apply(
         ms: (started.elapsed().as_micros() as f64 / 100.0).round() / 10.0,
         source_ms,
     });
-    reload_netd(&options.netd_socket);
+    if netd_reload_needed(previous, &effective) {
+        reload_netd(&options.netd_socket);
+    } else {
+        tracing::info!("netd reload skipped: the configuration changes nothing netd uses");
+    }
     Ok(())
 }
 
@@ -541,4 +654,158 @@ fn reload_netd(socket: &Path) {
             Err(e) => tracing::info!("netd not reachable ({e}); it reads the file when it starts"),
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> MachineConfig {
+        MachineConfig::parse("test.toml", text, None).unwrap()
+    }
+
+    #[test]
+    fn netd_reloads_over_a_previous_file() {
+        let with_network = config("[network]\nnaming = \"mac\"\n");
+        assert!(netd_reload_needed(PreviousFile::Present, &with_network));
+        // netd may have taken something from the file before: even the defaults must reach it.
+        assert!(netd_reload_needed(PreviousFile::Present, &config("")));
+    }
+
+    #[test]
+    fn with_no_previous_file_the_defaults_need_no_reload() {
+        assert!(!netd_reload_needed(PreviousFile::Absent, &config("")));
+        assert!(!netd_reload_needed(
+            PreviousFile::Absent,
+            &config("[node]\nlabels = { rack = \"r9\" }\n")
+        ));
+    }
+
+    #[test]
+    fn with_no_previous_file_a_hostname_or_a_network_setting_needs_a_reload() {
+        assert!(netd_reload_needed(
+            PreviousFile::Absent,
+            &config("[node]\nhostname = \"edge-7\"\n")
+        ));
+        assert!(netd_reload_needed(
+            PreviousFile::Absent,
+            &config(
+                "[network]\n[[network.links]]\nmatch = { name = \"eth0\" }\n\
+                 addresses = [\"10.0.0.5/24\"]\n"
+            )
+        ));
+    }
+
+    #[test]
+    fn the_defaults_written_read_back_as_netd_reads_no_file() {
+        // Skipping is sound only if netd, reading the file written, gets what it has from none.
+        let text = toml::to_string(&config("")).unwrap();
+        let read = config(&text);
+        assert_eq!(
+            read.network,
+            shoal_config::network::NetworkConfig::default()
+        );
+        assert_eq!(read.node.hostname, None);
+    }
+
+    #[test]
+    fn any_previous_file_counts_even_an_invalid_or_unreadable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        assert_eq!(PreviousFile::at(&path), PreviousFile::Absent);
+        std::fs::write(&path, "[network]\nnaming = \"mac\"\n").unwrap();
+        assert_eq!(PreviousFile::at(&path), PreviousFile::Present);
+        std::fs::write(&path, "[network\nnot toml").unwrap();
+        assert_eq!(PreviousFile::at(&path), PreviousFile::Present);
+        assert!(netd_reload_needed(PreviousFile::at(&path), &config("")));
+        // Not readable as a file.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert_eq!(PreviousFile::at(&path), PreviousFile::Present);
+        // A dangling link: netd finds no file there.
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(dir.path().join("gone"), &link).unwrap();
+        assert_eq!(PreviousFile::at(&link), PreviousFile::Absent);
+    }
+
+    fn pushed() -> Pushed {
+        Pushed {
+            config: config(""),
+            from: "[::1]:7443".parse().unwrap(),
+            answer: tokio::sync::oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn without_a_watch_it_waits_the_delay_or_until_a_push() {
+        let started = Instant::now();
+        assert!(matches!(
+            wait(None, None, Duration::from_millis(50)),
+            Woken::Elapsed
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(pushed()).unwrap();
+        assert!(matches!(
+            wait(Some(&rx), None, Duration::from_secs(10)),
+            Woken::Pushed(_)
+        ));
+    }
+
+    /// Runs `test` on a thread of its own in a new, empty network namespace, which goes away
+    /// with the thread.
+    fn in_new_namespace<T: Send + 'static>(test: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            test()
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_network_change_or_a_push_cuts_the_wait_short() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root for a network namespace");
+            return;
+        }
+        in_new_namespace(|| {
+            let watch = NetWatch::open().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+
+            // Nothing happens: the whole delay, with the channel looked at in slices.
+            let started = Instant::now();
+            assert!(matches!(
+                wait(Some(&rx), Some(&watch), Duration::from_millis(250)),
+                Woken::Elapsed
+            ));
+            assert!(started.elapsed() >= Duration::from_millis(250));
+
+            // A push while the network is watched is seen within a slice.
+            let sender = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                tx.send(pushed()).unwrap();
+            });
+            let started = Instant::now();
+            assert!(matches!(
+                wait(Some(&rx), Some(&watch), Duration::from_secs(10)),
+                Woken::Pushed(_)
+            ));
+            assert!(started.elapsed() < Duration::from_secs(2));
+            sender.join().unwrap();
+
+            // The network changing (lo coming up: its addresses and routes) ends it at once.
+            let status = std::process::Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let started = Instant::now();
+            assert!(matches!(
+                wait(Some(&rx), Some(&watch), Duration::from_secs(10)),
+                Woken::NetworkChanged
+            ));
+            assert!(started.elapsed() < Duration::from_secs(2));
+        });
+    }
 }

@@ -8,6 +8,7 @@
 //! | `nocloud` | the `CIDATA` volume (found with the inventory's probe), its `user-data` and `meta-data` | roots as parameters; mounts to read |
 //! | `imds` | EC2-style instance metadata (IMDSv2): `user-data`, `local-hostname`; asked only where SMBIOS names such a cloud | flow over any transport; thin HTTP adapter |
 //! | `maintenance` | the maintenance API: a configuration pushed over HTTPS, authenticated by a one-time token shown on the console | yes (its own thread) |
+//! | `netwatch` | wakes the retries when an address or route changes (a NETLINK_ROUTE socket) | yes (one socket) |
 //! | `facts` | MACs, SMBIOS UUID and serial, hostname, from a sysfs root | root as parameter |
 //! | `daemon` | gather, resolve (shoal-config), write, report, retry in maintenance | yes |
 
@@ -19,5 +20,6 @@ pub mod facts;
 pub mod http;
 pub mod imds;
 pub mod maintenance;
+pub mod netwatch;
 pub mod nocloud;
 pub mod volume;

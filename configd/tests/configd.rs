@@ -34,7 +34,11 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Server::start_on("127.0.0.1:0")
+    }
+
+    fn start_on(address: &str) -> Server {
+        let listener = TcpListener::bind(address).unwrap();
         let port = listener.local_addr().unwrap().port();
         let files: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
         let f = files.clone();
@@ -128,6 +132,8 @@ impl Node {
             .arg("1s")
             .args(["--maintenance-port", "0"])
             .args(args)
+            // The log lines tests look for, whatever the host's kernel command line says.
+            .env("SHOAL_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -149,6 +155,29 @@ impl Node {
 
     fn output(&self) -> String {
         self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits for a line of output that contains `text`.
+    fn line(&self, text: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(text))
+                .cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {text:?} within {timeout:?}:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn event(&self, name: &str, timeout: Duration) -> Event {
@@ -247,6 +276,9 @@ fn a_url_with_placeholders_gives_the_node_its_resolved_configuration() {
         "{sources:?}"
     );
     assert!(node.wait_exit(Duration::from_secs(5)).success());
+    // It sets [network] and a hostname: netd is asked to reload (it is not running here).
+    node.line("netd not reachable", Duration::from_secs(5));
+    assert!(!node.output().contains("netd reload skipped"));
     let c = node.resolved();
     assert_eq!(c.cluster.name, "lab");
     assert_eq!(c.node.hostname.as_deref(), Some("edge-7"));
@@ -336,6 +368,59 @@ fn without_any_source_the_defaults_apply_at_once() {
     assert!(ms < 1000.0, "{ms}");
     assert!(node.wait_exit(Duration::from_secs(5)).success());
     assert_eq!(node.resolved().cluster.name, "shoal");
+    // Nothing netd uses, and no file before: no reload on the boot's critical path.
+    node.line("netd reload skipped", Duration::from_secs(5));
+    assert!(!node.output().contains("netd not reachable"));
+}
+
+#[test]
+fn a_source_unreachable_until_the_network_comes_up_is_tried_again_at_once() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root for a network namespace");
+        return;
+    }
+    // On a thread of its own in a new network namespace (gone with the thread and its
+    // children): `lo` is down, so 127.0.0.1 is unreachable, as a server is before netd has
+    // a route to it.
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let server = Server::start_on("0.0.0.0:0");
+        server.serve("/c.toml", &cluster_config());
+        let mut node = Node::start_with(
+            &format!("shoal.config=http://127.0.0.1:{}/c.toml", server.port),
+            None,
+            &["--source-wait", "60s"],
+            &[],
+        );
+        let Event::ConfigSourceFailed { reason, .. } =
+            node.event("config.source_failed", Duration::from_secs(10))
+        else {
+            unreachable!()
+        };
+        assert!(reason.contains("unreachable"), "{reason}");
+        // Between two of its retries.
+        std::thread::sleep(Duration::from_millis(100));
+        let status = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let up = Instant::now();
+        node.event("config.resolved", Duration::from_secs(10));
+        let took = up.elapsed();
+        println!("resolved {took:?} after the network came up");
+        assert!(node.wait_exit(Duration::from_secs(5)).success());
+        assert_eq!(node.resolved().cluster.name, "lab");
+        // Woken by the change rather than its retry timer (unless the change came while it
+        // was fetching, which the 100 ms above makes unlikely).
+        assert!(
+            node.output().contains("the network changed") || took < Duration::from_millis(50),
+            "{}",
+            node.output()
+        );
+    })
+    .join()
+    .unwrap();
 }
 
 #[test]

@@ -89,6 +89,13 @@ fn open_modules(cmdline: &Cmdline) -> Coldplug<FinitLoader> {
     )
 }
 
+/// How many modules coldplug loads at once: module init functions spend much of their time
+/// waiting on hardware, so more than the CPUs (udev runs 8 + 2 per CPU).
+fn coldplug_workers() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    (2 * cpus).clamp(4, 16)
+}
+
 /// Loads drivers for every device present, and again for devices that appeared because a
 /// driver was loaded (a PCI function's virtio device, say), until nothing new turns up.
 fn coldplug(stage: Stage, cmdline: &Cmdline) -> Coldplug<FinitLoader> {
@@ -104,7 +111,7 @@ fn coldplug(stage: Stage, cmdline: &Cmdline) -> Coldplug<FinitLoader> {
         if new.is_empty() {
             break;
         }
-        let pass = plug.run(&new);
+        let pass = plug.run(&new, coldplug_workers());
         let loaded_any = !pass.loaded.is_empty();
         outcome.loaded.extend(pass.loaded);
         outcome.failed.extend(pass.failed);
@@ -658,8 +665,7 @@ fn root_stage() -> ! {
     };
     pid1.open_power_buttons();
     pid1.inventory
-        .request(Instant::now(), Duration::ZERO, "boot");
-    pid1.start_inventory();
+        .request(Instant::now(), inventory::BOOT_DELAY, inventory::BOOT);
     start_boot_tasks(Path::new(BOOT_TASKS));
     pid1.start_supervisor();
     emit(Event::BootComplete);

@@ -1,8 +1,12 @@
 //! When PID 1 runs `shoal-inventory`: once at boot, and again after a disk or NIC comes, goes
-//! or is renamed. Uevents come in bursts (a disk and its partitions, a NIC and its queues), so
+//! or is renamed. The boot run waits [`BOOT_DELAY`]: the services' start-up (network,
+//! configuration, cluster formation) is the boot's critical path, and the collector would take
+//! CPU from it (under emulation, 0.4 s per node; from the other VMs too, since they share the
+//! host's cores). Uevents come in bursts (a disk and its partitions, a NIC and its queues), so
 //! a change waits a short quiet period; one run at a time, and a change during a run makes
-//! another run after it. The collection itself runs in a child: a parser bug there cannot take
-//! PID 1 down, and its memory is gone when it exits. Pure: the caller spawns and reaps.
+//! another run after it. A change before the boot run is due is left to the boot run. The
+//! collection itself runs in a child: a parser bug there cannot take PID 1 down, and its
+//! memory is gone when it exits. Pure: the caller spawns and reaps.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +16,10 @@ use crate::uevent::Uevent;
 pub const COLLECTOR: &str = "/usr/lib/shoal/shoal-inventory";
 /// Quiet period after the last relevant uevent.
 pub const SETTLE: Duration = Duration::from_millis(300);
+/// From the supervisor's start to the boot's collection.
+pub const BOOT_DELAY: Duration = Duration::from_secs(5);
+/// The reason of the boot's collection.
+pub const BOOT: &str = "boot";
 
 /// Whether a uevent changes what the inventory lists.
 pub fn relevant(event: &Uevent) -> bool {
@@ -32,9 +40,15 @@ pub struct Refresh {
 
 impl Refresh {
     /// Asks for a run `delay` from `now` (a later request moves a pending one back: bursts
-    /// settle first).
+    /// settle first). The pending boot run takes in any request before it, and is never
+    /// brought forward.
     pub fn request(&mut self, now: Instant, delay: Duration, reason: &'static str) {
-        self.due = Some(now + delay);
+        let at = now + delay;
+        if let (Some(BOOT), Some(due)) = (self.reason, self.due) {
+            self.due = Some(due.max(at));
+            return;
+        }
+        self.due = Some(at);
         self.reason = Some(reason);
     }
 
@@ -92,6 +106,28 @@ mod tests {
         assert!(!relevant(&uevent("bind", "pci")));
         assert!(!relevant(&uevent("add", "input")));
         assert!(!relevant(&uevent("change", "net")));
+    }
+
+    #[test]
+    fn changes_before_the_boot_run_wait_for_it() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut r = Refresh::default();
+        r.request(t0, BOOT_DELAY, BOOT);
+        assert_eq!(r.deadline(), Some(t0 + BOOT_DELAY));
+        // A NIC renamed soon after boot: the boot run, when due, sees it.
+        r.request(t0 + ms(500), SETTLE, "hotplug");
+        assert_eq!(r.take_due(t0 + ms(800)), None);
+        assert_eq!(r.deadline(), Some(t0 + BOOT_DELAY));
+        // A burst just before: the boot run waits for it to settle, and keeps its reason.
+        r.request(t0 + BOOT_DELAY - ms(100), SETTLE, "hotplug");
+        assert_eq!(r.take_due(t0 + BOOT_DELAY), None);
+        assert_eq!(r.take_due(t0 + BOOT_DELAY + ms(200)), Some(BOOT));
+        r.started(7);
+        assert!(r.exited(7));
+        // Afterwards, changes are hotplug runs again.
+        r.request(t0 + ms(6000), SETTLE, "hotplug");
+        assert_eq!(r.take_due(t0 + ms(6300)), Some("hotplug"));
     }
 
     #[test]

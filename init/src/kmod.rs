@@ -252,6 +252,26 @@ impl ModuleDb {
         found
     }
 
+    /// The modules `name` needs in the kernel before it loads, each with whether it is a hard
+    /// dependency (`modules.dep`) or a provider of a soft pre-dependency (best effort).
+    /// Built-in modules are left out; unknown ones are kept (planning reports them).
+    pub fn prerequisites(&self, name: &str) -> Vec<(String, bool)> {
+        let name = normalize(name);
+        let mut found: Vec<(String, bool)> = Vec::new();
+        for pre in self.soft_pre.get(&name).into_iter().flatten() {
+            if self.modules.contains_key(pre) {
+                found.push((pre.clone(), false));
+            } else {
+                found.extend(self.soft_providers(pre).into_iter().map(|p| (p, false)));
+            }
+        }
+        if let Some((_, deps)) = self.modules.get(&name) {
+            found.extend(deps.iter().map(|d| (d.clone(), true)));
+        }
+        found.retain(|(m, _)| !self.builtin.contains(m));
+        found
+    }
+
     pub fn is_builtin(&self, name: &str) -> bool {
         self.builtin.contains(&normalize(name))
     }

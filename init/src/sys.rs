@@ -72,7 +72,7 @@ pub fn ensure_console_fds() {
 pub struct FinitLoader;
 
 impl Loader for FinitLoader {
-    fn load(&mut self, _name: &str, path: &Path, params: &str) -> io::Result<()> {
+    fn load(&self, _name: &str, path: &Path, params: &str) -> io::Result<()> {
         let file = File::open(path).map_err(context(path.display()))?;
         let params =
             CString::new(params).map_err(|_| io::Error::other("module parameters contain NUL"))?;

@@ -36,6 +36,14 @@ struct Args {
     /// How many VMs the concurrent scenario starts together.
     #[arg(long, default_value_t = 3)]
     concurrent: usize,
+    /// Write every image VM's console, each line stamped with seconds since QEMU's start, to
+    /// DIR/<scenario>-run<R>-<node>.log: where the time between two events went.
+    #[arg(long, value_name = "DIR")]
+    consoles: Option<PathBuf>,
+    /// More kernel command-line words for the image's VMs (e.g. `shoal.log=debug` with
+    /// `--consoles`, to see where the time goes; it slows the boot down).
+    #[arg(long, value_name = "WORDS")]
+    cmdline: Option<String>,
 }
 
 /// Which initramfs a scenario boots.
@@ -138,7 +146,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 let key = scenario_key(kind, scenario);
                 eprintln!("{key}: run {}/{}", r + 1, args.runs);
                 let timings = bench
-                    .run_once(kind, *count)
+                    .run_once(kind, *count, &format!("{count}vm-run{}", r + 1))
                     .with_context(|| format!("{key}, run {}", r + 1))?;
                 raw.entry(key).or_default().push(timings);
             }
@@ -210,7 +218,8 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     /// Starts `count` VMs together and returns each one's timings.
-    fn run_once(&self, kind: Kind, count: usize) -> anyhow::Result<Vec<Timings>> {
+    /// `run` names the run in console file names.
+    fn run_once(&self, kind: Kind, count: usize, run: &str) -> anyhow::Result<Vec<Timings>> {
         let timeout = scaled(Duration::from_secs(60 + 30 * count as u64));
         let mut vms = Vec::new();
         for i in 0..count {
@@ -222,7 +231,8 @@ impl Bench<'_> {
                 builder = builder.initrd(&self.floor);
             } else {
                 builder = builder.cmdline(format!(
-                    "shoal.config=http://10.77.0.1/cluster-{count}.toml"
+                    "shoal.config=http://10.77.0.1/cluster-{count}.toml {}",
+                    self.args.cmdline.as_deref().unwrap_or_default()
                 ));
             }
             vms.push(builder.start()?);
@@ -270,6 +280,19 @@ impl Bench<'_> {
         }
         for vm in &vms {
             vm.kill();
+        }
+        if let (Kind::Image, Some(dir)) = (kind, &self.args.consoles) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for vm in &vms {
+                let path = dir.join(format!("{run}-{}.log", vm.name()));
+                let text: String = vm
+                    .lines()
+                    .iter()
+                    .map(|line| format!("{:8.3} {}\n", line.at.as_secs_f64(), line.text))
+                    .collect();
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
         }
         Ok(all)
     }
