@@ -103,11 +103,19 @@ fn coldplug(stage: Stage, cmdline: &Cmdline) -> Coldplug<FinitLoader> {
     let mut plug = open_modules(cmdline);
     let mut outcome = Outcome::default();
     let mut seen: BTreeSet<String> = BTreeSet::new();
-    for _pass in 0..8 {
+    tracing::debug!(ms = crate::console::ms_since(start), "module index read");
+    for pass in 0..8 {
+        let scan = Instant::now();
         let new: Vec<Device> = scan_devices(Path::new("/sys"))
             .into_iter()
             .filter(|d| seen.insert(format!("{}\0{}", d.devpath, d.modalias)))
             .collect();
+        tracing::debug!(
+            pass,
+            new = new.len(),
+            ms = crate::console::ms_since(scan),
+            "devices scanned"
+        );
         if new.is_empty() {
             break;
         }
@@ -180,8 +188,13 @@ fn mount_root(cmdline: &Cmdline, plug: &mut Coldplug<FinitLoader>) {
     let start = Instant::now();
     let fstype = cmdline.root_fstype.as_str();
     let root = &cmdline.root;
-    let mut outcome = Outcome::default();
-    plug.load_module(fstype, "", &mut outcome);
+    // An image file needs a loop device too: both load at once.
+    let wanted: &[&str] = if root.starts_with("/dev") {
+        &[fstype]
+    } else {
+        &[fstype, "loop"]
+    };
+    let mut outcome = plug.load_modules(wanted, "", coldplug_workers());
 
     // A block device may still be probing; an image file in the initramfs is there or not.
     let wait = if root.starts_with("/dev") {
@@ -263,10 +276,7 @@ fn mount_slot(cmdline: &Cmdline, slot: Slot, plug: &mut Coldplug<FinitLoader>) {
             slot.as_str()
         ))
     };
-    let mut outcome = Outcome::default();
-    for module in ["dm_mod", "dm_verity", fstype] {
-        plug.load_module(module, "", &mut outcome);
-    }
+    let outcome = plug.load_modules(&["dm_mod", "dm_verity", fstype], "", coldplug_workers());
     for failed in &outcome.failed {
         tracing::warn!(module = %failed.module, error = %failed.error, "module for the root failed to load");
     }
@@ -433,10 +443,8 @@ fn mount_esp(slot: Slot, plug: &mut Coldplug<FinitLoader>) {
             return;
         }
     };
-    let mut outcome = Outcome::default();
-    for module in ["vfat", "nls_cp437", "nls_ascii"] {
-        plug.load_module(module, "", &mut outcome);
-    }
+    // A module that fails is logged; the mount below then says what is missing.
+    plug.load_modules(&["vfat", "nls_cp437", "nls_ascii"], "", coldplug_workers());
     let device = PathBuf::from("/dev").join(&esp.name);
     // Directory changes synchronous: on FAT a renamed file's entry only gets its size and first
     // cluster when the file is written back, so a power cut after an asynchronous rename can

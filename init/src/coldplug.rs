@@ -149,7 +149,34 @@ impl<L: Loader> Coldplug<L> {
     /// with one worker, that is the order of the devices and of each module's dependencies.
     pub fn run(&mut self, devices: &[Device], workers: usize) -> Outcome {
         let mut outcome = Outcome::default();
-        let schedule = Mutex::new(self.schedule(devices, &mut outcome));
+        let mut schedule = Schedule::default();
+        for device in devices {
+            for module in self.modules.db.modules_for(&device.modalias) {
+                self.plan_into(
+                    &mut schedule,
+                    &normalize(&module),
+                    &device.devpath,
+                    &mut outcome,
+                );
+            }
+        }
+        self.execute(schedule, outcome, workers)
+    }
+
+    /// Loads modules by name (and what they depend on), up to `workers` at a time, as
+    /// [`Coldplug::run`] does for devices; `device` says on whose behalf.
+    pub fn load_modules(&mut self, names: &[&str], device: &str, workers: usize) -> Outcome {
+        let mut outcome = Outcome::default();
+        let mut schedule = Schedule::default();
+        for name in names {
+            self.plan_into(&mut schedule, &normalize(name), device, &mut outcome);
+        }
+        self.execute(schedule, outcome, workers)
+    }
+
+    /// Runs a planned pass on up to `workers` threads and records how it went.
+    fn execute(&mut self, schedule: Schedule, mut outcome: Outcome, workers: usize) -> Outcome {
+        let schedule = Mutex::new(schedule);
         let changed = Condvar::new();
         let loader = &self.loader;
         std::thread::scope(|scope| {
@@ -204,18 +231,8 @@ impl<L: Loader> Coldplug<L> {
         outcome
     }
 
-    /// Plans a pass: every module the devices need, with the modules each waits for. Modules
-    /// that cannot be planned (not in this image) go straight to `outcome.failed`.
-    fn schedule(&mut self, devices: &[Device], outcome: &mut Outcome) -> Schedule {
-        let mut schedule = Schedule::default();
-        for device in devices {
-            for module in self.modules.db.modules_for(&device.modalias) {
-                self.plan_into(&mut schedule, &normalize(&module), &device.devpath, outcome);
-            }
-        }
-        schedule
-    }
-
+    /// Adds `name` and what it needs to a pass, each with the modules it waits for. A module
+    /// that cannot be planned (not in this image) goes straight to `outcome.failed`.
     fn plan_into(
         &mut self,
         schedule: &mut Schedule,
@@ -899,6 +916,35 @@ mod tests {
         assert!(!loaded.contains("libcrc32c"), "{loaded:?}");
         let failed: Vec<&str> = outcome.failed.iter().map(|f| f.module.as_str()).collect();
         assert_eq!(failed, ["button", "crc32c_generic"], "{:?}", outcome.failed);
+    }
+
+    #[test]
+    fn modules_by_name_load_together_with_their_dependencies() {
+        let root = fixture();
+        let modules = Modules::open(&root.path().join("modules")).unwrap();
+        let mut coldplug = Coldplug::new(
+            modules,
+            Timed::default(),
+            BTreeSet::new(),
+            Default::default(),
+        );
+        let outcome = coldplug.load_modules(&["virtio-net", "virtio_blk", "nonesuch"], "", 4);
+        let mut loaded: Vec<&str> = outcome.loaded.iter().map(|l| l.module.as_str()).collect();
+        loaded.sort();
+        assert_eq!(
+            loaded,
+            ["failover", "net_failover", "virtio_blk", "virtio_net"]
+        );
+        assert_eq!(outcome.failed.len(), 1);
+        assert!(
+            outcome.failed[0].error.contains("nonesuch"),
+            "{:?}",
+            outcome.failed
+        );
+        // Loaded ones are not loaded again.
+        let again = coldplug.load_modules(&["virtio_net"], "", 4);
+        assert_eq!(again, Outcome::default());
+        assert_eq!(coldplug.loader().log.lock().unwrap().len(), 8);
     }
 
     #[test]

@@ -36,12 +36,22 @@ pub fn mount_one(m: &Mount) -> io::Result<()> {
         tracing::debug!(target = m.target, error = %e, "cannot create mount point");
     }
     let data = (!m.data.is_empty()).then_some(m.data);
-    mount(Some(m.source), m.target, Some(m.fstype), m.flags, data)
-        .map_err(nix_io)
-        .map_err(context(format_args!(
-            "mounting {} ({}) on {}",
-            m.source, m.fstype, m.target
-        )))
+    let mut result = mount(Some(m.source), m.target, Some(m.fstype), m.flags, data);
+    if result == Err(nix::Error::EINVAL)
+        && let Some(known) = crate::mounts::without_optional_options(m.data)
+    {
+        tracing::info!(
+            target = m.target,
+            "the kernel refused options {:?}; mounting with {known:?}",
+            m.data
+        );
+        let data = (!known.is_empty()).then_some(known.as_str());
+        result = mount(Some(m.source), m.target, Some(m.fstype), m.flags, data);
+    }
+    result.map_err(nix_io).map_err(context(format_args!(
+        "mounting {} ({}) on {}",
+        m.source, m.fstype, m.target
+    )))
 }
 
 /// Makes sure fds 0, 1 and 2 are open on the console: the kernel leaves them closed when the
