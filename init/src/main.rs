@@ -2,6 +2,10 @@
 //! `modprobe` (through `/sbin/modprobe`), it loads a module the kernel asks for.
 
 fn main() {
+    // Coldplug's threads allocate little: one heap for all of PID 1's threads, not an arena
+    // each that stays resident for the life of the machine.
+    // SAFETY: mallopt(3) only sets an allocator parameter; no other thread exists yet.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     // The image links /sbin/modprobe here: the kernel runs it to load modules on demand.
     let mut args = std::env::args();
     let argv0 = args.next().unwrap_or_default();

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    shoal_node::one_malloc_arena();
     match shoal_node::select(std::env::args_os().collect()) {
         Ok((_, main, args)) => main(args),
         Err(message) => {
