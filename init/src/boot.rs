@@ -19,7 +19,9 @@ use nix::unistd::Pid;
 use shoal_boot_events::{Event, PowerAction, Stage};
 
 use crate::cmdline::{self, Cmdline, Slot};
-use crate::coldplug::{Coldplug, Device, Modules, Outcome, loaded_modules, scan_devices};
+use crate::coldplug::{
+    Coldplug, Device, Modules, Outcome, devices_in_uevents, loaded_modules, scan_devices,
+};
 use crate::console::{self, emit};
 use crate::disk;
 use crate::identity;
@@ -98,15 +100,38 @@ fn coldplug_workers() -> usize {
 
 /// Loads drivers for every device present, and again for devices that appeared because a
 /// driver was loaded (a PCI function's virtio device, say), until nothing new turns up.
-fn coldplug(stage: Stage, cmdline: &Cmdline) -> Coldplug<FinitLoader> {
+///
+/// With `uevents` (a socket opened before the first scan), the passes after the first take the
+/// new devices from the kernel's uevents rather than walking /sys again (tens of milliseconds
+/// each under emulation); the messages read are returned, for the main loop to handle as it
+/// would have. Without it, or when the socket overran, each pass scans /sys.
+fn coldplug(
+    stage: Stage,
+    cmdline: &Cmdline,
+    uevents: Option<&UeventSocket>,
+) -> (Coldplug<FinitLoader>, Vec<Vec<u8>>) {
     let start = Instant::now();
     let mut plug = open_modules(cmdline);
     let mut outcome = Outcome::default();
     let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut read = Vec::new();
     tracing::debug!(ms = crate::console::ms_since(start), "module index read");
     for pass in 0..8 {
         let scan = Instant::now();
-        let new: Vec<Device> = scan_devices(Path::new("/sys"))
+        let found = match uevents {
+            Some(socket) if pass > 0 => {
+                let (messages, overran) = socket.drain_reporting_overrun();
+                let found = if overran {
+                    scan_devices(Path::new("/sys"))
+                } else {
+                    devices_in_uevents(&messages)
+                };
+                read.extend(messages);
+                found
+            }
+            _ => scan_devices(Path::new("/sys")),
+        };
+        let new: Vec<Device> = found
             .into_iter()
             .filter(|d| seen.insert(format!("{}\0{}", d.devpath, d.modalias)))
             .collect();
@@ -114,7 +139,7 @@ fn coldplug(stage: Stage, cmdline: &Cmdline) -> Coldplug<FinitLoader> {
             pass,
             new = new.len(),
             ms = crate::console::ms_since(scan),
-            "devices scanned"
+            "new devices found"
         );
         if new.is_empty() {
             break;
@@ -134,7 +159,7 @@ fn coldplug(stage: Stage, cmdline: &Cmdline) -> Coldplug<FinitLoader> {
         failed: outcome.failed,
         ms: crate::console::ms_since(start),
     });
-    plug
+    (plug, read)
 }
 
 fn initramfs_stage() -> ! {
@@ -171,7 +196,7 @@ fn initramfs_stage() -> ! {
     // leave coldplug to the root stage, which has every module. A root on a disk needs the
     // storage drivers first.
     let mut plug = if cmdline.root.starts_with("/dev") || cmdline.slot.is_some() {
-        coldplug(Stage::Initramfs, &cmdline)
+        coldplug(Stage::Initramfs, &cmdline, None).0
     } else {
         open_modules(&cmdline)
     };
@@ -614,7 +639,7 @@ fn root_stage() -> ! {
 
     // Listen before coldplug so no device that appears meanwhile is missed.
     let uevents = UeventSocket::open().unwrap_or_else(|e| fatal(e.to_string()));
-    let mut plug = coldplug(Stage::Root, &cmdline);
+    let (mut plug, coldplug_uevents) = coldplug(Stage::Root, &cmdline, Some(&uevents));
     mount_efivars(&mut plug);
     let trial = cmdline.slot.and_then(|slot| {
         mount_state(slot, &mut plug);
@@ -674,6 +699,9 @@ fn root_stage() -> ! {
     pid1.open_power_buttons();
     pid1.inventory
         .request(Instant::now(), inventory::BOOT_DELAY, inventory::BOOT);
+    // What coldplug read from the socket, as if the main loop had: its drivers are loaded by
+    // now, but the inventory and the power buttons want to know too.
+    pid1.handle_messages(coldplug_uevents);
     start_boot_tasks(Path::new(BOOT_TASKS));
     pid1.start_supervisor();
     emit(Event::BootComplete);
@@ -992,7 +1020,12 @@ impl MainLoop {
     }
 
     fn handle_uevents(&mut self) {
-        for message in self.uevents.drain() {
+        let messages = self.uevents.drain();
+        self.handle_messages(messages);
+    }
+
+    fn handle_messages(&mut self, messages: Vec<Vec<u8>>) {
+        for message in messages {
             let Some(event) = uevent::parse(&message) else {
                 continue;
             };

@@ -65,6 +65,23 @@ pub fn scan_devices(sys: &Path) -> Vec<Device> {
     devices
 }
 
+/// The devices that kernel uevents (raw `NETLINK_KOBJECT_UEVENT` datagrams) announce as added
+/// with a driver alias, in the order they came.
+pub fn devices_in_uevents(messages: &[Vec<u8>]) -> Vec<Device> {
+    messages
+        .iter()
+        .filter_map(|m| crate::uevent::parse(m))
+        .filter(|e| e.action == "add")
+        .filter_map(|e| {
+            let modalias = e.get("MODALIAS")?.to_string();
+            Some(Device {
+                devpath: e.devpath,
+                modalias,
+            })
+        })
+        .collect()
+}
+
 /// Loads one module file. The real one calls `finit_module(2)`. Coldplug calls it from several
 /// threads at once.
 pub trait Loader: Sync {
@@ -621,6 +638,42 @@ mod tests {
         assert_eq!(
             loaded_modules(&root.path().join("sys")),
             ["virtio".to_string()].into()
+        );
+    }
+
+    #[test]
+    fn uevents_name_the_added_devices_that_want_a_driver() {
+        let message = |text: &str| text.replace('|', "\0").into_bytes();
+        let messages = vec![
+            message(
+                "add@/devices/pci0000:00/0000:00:03.0/virtio1|ACTION=add|\
+                 DEVPATH=/devices/pci0000:00/0000:00:03.0/virtio1|SUBSYSTEM=virtio|\
+                 MODALIAS=virtio:d00000001v00001AF4|SEQNUM=812",
+            ),
+            // No alias: nothing to load for it.
+            message("add@/devices/virtual/net/lo|ACTION=add|DEVPATH=/devices/virtual/net/lo"),
+            message(
+                "bind@/devices/pci0000:00/0000:00:03.0/virtio1|ACTION=bind|\
+                 DEVPATH=/devices/pci0000:00/0000:00:03.0/virtio1|MODALIAS=virtio:d00000001v00001AF4",
+            ),
+            message("libudev\0garbage"),
+            message(
+                "add@/devices/platform/i8042/serio1|ACTION=add|DEVPATH=/devices/platform/i8042/serio1|\
+                 MODALIAS=serio:ty01pr00id00ex00",
+            ),
+        ];
+        assert_eq!(
+            devices_in_uevents(&messages),
+            vec![
+                Device {
+                    devpath: "/devices/pci0000:00/0000:00:03.0/virtio1".into(),
+                    modalias: "virtio:d00000001v00001AF4".into(),
+                },
+                Device {
+                    devpath: "/devices/platform/i8042/serio1".into(),
+                    modalias: "serio:ty01pr00id00ex00".into(),
+                },
+            ]
         );
     }
 

@@ -272,6 +272,12 @@ impl UeventSocket {
 
     /// Reads every pending message.
     pub fn drain(&self) -> Vec<Vec<u8>> {
+        self.drain_reporting_overrun().0
+    }
+
+    /// Reads every pending message, and says whether the socket overran (messages were lost).
+    pub fn drain_reporting_overrun(&self) -> (Vec<Vec<u8>>, bool) {
+        let mut overran = false;
         let mut messages = Vec::new();
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -284,12 +290,13 @@ impl UeventSocket {
                 Err(nix::Error::EINTR) => continue,
                 Err(nix::Error::ENOBUFS) => {
                     tracing::warn!("uevent socket overran; some hotplug events were lost");
+                    overran = true;
                     continue;
                 }
                 Err(_) => break,
             }
         }
-        messages
+        (messages, overran)
     }
 }
 
