@@ -7,12 +7,12 @@
 //! linearizable and a write goes to the leader exactly as there).
 //!
 //! Access is netd's: the cluster's status and its nodes (`Status`, `Nodes`, `Node`) are open to
-//! every local user, the key-value space (`KvGet`, `KvPut`, `KvCas`, `KvDelete`, `Watch`) to
-//! root and the admin group only (the [`Access`] rule of the supervisor), and everyone else is
-//! answered [`ClusterError::AccessDenied`]. So the socket is mode [`SOCKET_MODE`] and the peer's
-//! credentials (`SO_PEERCRED`, read at accept) decide per call; unprivileged peers are capped at
-//! [`MAX_UNPRIVILEGED_PEERS`] open connections and must finish the handshake within
-//! [`HANDSHAKE_TIMEOUT`].
+//! every local user, the key-value space (`KvGet`, `KvPut`, `KvCas`, `KvCasDelete`, `KvDelete`,
+//! `Watch`) to root and the admin group only (the [`Access`] rule of the supervisor), and
+//! everyone else is answered [`ClusterError::AccessDenied`]. So the socket is mode
+//! [`SOCKET_MODE`] and the peer's credentials (`SO_PEERCRED`, read at accept) decide per call;
+//! unprivileged peers are capped at [`MAX_UNPRIVILEGED_PEERS`] open connections and must finish
+//! the handshake within [`HANDSHAKE_TIMEOUT`].
 //!
 //! Errors are D-Bus errors named `org.shoal.Cluster1.Error.<kind>` ([`ClusterError`]) whose
 //! message is the one the HTTPS API gives. D-Bus has no optional values: a value that may be
@@ -83,7 +83,14 @@ pub struct ClusterNode {
     /// Its peer address.
     pub addr: String,
     pub labels: BTreeMap<String, String>,
+    /// The image version it runs (its `/etc/os-release` `VERSION_ID`).
     pub version: String,
+    /// The root slot it booted from, `a` or `b`; empty (D-Bus has no optional values) for a
+    /// node booted over the network, and for nodes too old to say.
+    pub slot: String,
+    /// The booted slot's update state, `trial` (a new image not yet blessed) or `good`; empty
+    /// without a slot.
+    pub slot_state: String,
     /// `leader`, `voter` or `non-voter`; `gone` when it left the membership.
     pub role: String,
     /// Heard from within the health window (heartbeats every second).
@@ -107,7 +114,7 @@ pub struct KeyValue {
     pub revision: u64,
 }
 
-/// The answer to a write (`KvPut`, `KvDelete`, a `KvCas` that matched).
+/// The answer to a write (`KvPut`, `KvDelete`, a `KvCas` or `KvCasDelete` that matched).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Type)]
 pub struct Written {
     /// The revision the write created.
@@ -208,6 +215,14 @@ pub enum ClusterRequest {
         value: String,
         reply: Reply<Written>,
     },
+    /// Deletes the key only if its revision is `expected`. 0 matches only an absent key: the
+    /// write then removes nothing but, like a `KvDelete` of an absent key, still creates a
+    /// revision (the HTTPS API's compare-and-set with a `null` value, exactly).
+    KvCasDelete {
+        key: String,
+        expected: u64,
+        reply: Reply<Written>,
+    },
     KvDelete {
         key: String,
         reply: Reply<Written>,
@@ -304,6 +319,20 @@ impl Interface {
         .await
     }
 
+    /// Deletes `key` only if its revision is `expected_revision` (0: only if it is absent).
+    async fn kv_cas_delete(
+        &self,
+        key: String,
+        expected_revision: u64,
+    ) -> Result<Written, ClusterError> {
+        self.ask(|reply| ClusterRequest::KvCasDelete {
+            key,
+            expected: expected_revision,
+            reply,
+        })
+        .await
+    }
+
     async fn kv_delete(&self, key: String) -> Result<Written, ClusterError> {
         self.ask(|reply| ClusterRequest::KvDelete { key, reply })
             .await
@@ -379,6 +408,7 @@ pub trait Cluster {
         expected_revision: u64,
         value: &str,
     ) -> Result<Written, ClusterError>;
+    fn kv_cas_delete(&self, key: &str, expected_revision: u64) -> Result<Written, ClusterError>;
     fn kv_delete(&self, key: &str) -> Result<Written, ClusterError>;
     fn watch(
         &self,
@@ -442,6 +472,18 @@ impl ClusterClient {
         value: &str,
     ) -> Result<Written, ClusterError> {
         self.proxy.kv_cas(key, expected_revision, value).await
+    }
+
+    /// Deletes `key` only if its revision is `expected_revision`; otherwise fails with
+    /// [`ClusterError::CasFailed`], and the key stays. 0 expects the key absent, as in
+    /// [`Self::kv_cas`]: on an absent key the call then succeeds, removes nothing (`previous`
+    /// is empty) and, like [`Self::kv_delete`] of an absent key, still creates a revision.
+    pub async fn kv_cas_delete(
+        &self,
+        key: &str,
+        expected_revision: u64,
+    ) -> Result<Written, ClusterError> {
+        self.proxy.kv_cas_delete(key, expected_revision).await
     }
 
     pub async fn kv_delete(&self, key: &str) -> Result<Written, ClusterError> {
@@ -539,6 +581,9 @@ mod tests {
                     }
                     ClusterRequest::KvCas {
                         expected, reply, ..
+                    }
+                    | ClusterRequest::KvCasDelete {
+                        expected, reply, ..
                     } => {
                         let _ = reply.send(if expected == 3 {
                             Ok(written)
@@ -609,13 +654,24 @@ mod tests {
         assert_eq!((kv.value.as_str(), kv.revision), ("v", 3));
         assert_eq!(client.kv_get("absent").await.unwrap(), None);
         assert_eq!(client.kv_put("k", "w").await.unwrap().revision, 4);
-        assert_eq!(client.kv_delete("k").await.unwrap().previous, vec![kv]);
+        assert_eq!(
+            client.kv_delete("k").await.unwrap().previous,
+            vec![kv.clone()]
+        );
         assert_eq!(client.kv_cas("k", 3, "w").await.unwrap().revision, 4);
         let err = client.kv_cas("k", 1, "w").await.unwrap_err();
         assert!(matches!(err, ClusterError::CasFailed(_)), "{err:?}");
         assert_eq!(
             err.to_string(),
             "\"k\" was not changed: its revision is 3, not 1"
+        );
+        let deleted = client.kv_cas_delete("k", 3).await.unwrap();
+        assert_eq!((deleted.revision, deleted.previous), (4, vec![kv]));
+        let err = client.kv_cas_delete("k", 2).await.unwrap_err();
+        assert!(matches!(err, ClusterError::CasFailed(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "\"k\" was not changed: its revision is 3, not 2"
         );
         let err = client.kv_put(&"x".repeat(600), "v").await.unwrap_err();
         assert!(matches!(err, ClusterError::Invalid(_)), "{err:?}");
@@ -679,6 +735,15 @@ mod tests {
         );
         let (reply, _) = oneshot::channel();
         assert!(
+            ClusterRequest::KvCasDelete {
+                key: "k".into(),
+                expected: 0,
+                reply
+            }
+            .needs_admin()
+        );
+        let (reply, _) = oneshot::channel();
+        assert!(
             ClusterRequest::Watch {
                 prefix: String::new(),
                 after: 0,
@@ -728,13 +793,14 @@ mod tests {
             run_as(65534),
             format!(
                 "status=ok | nodes=ok | get={denied} | put={denied} | cas={denied} | \
-                 delete={denied} | watch={denied} | second connection=refused"
+                 cas delete={denied} | delete={denied} | watch={denied} | \
+                 second connection=refused"
             )
         );
         assert_eq!(
             run_as(0),
-            "status=ok | nodes=ok | get=ok | put=ok | cas=ok | delete=ok | watch=ok | \
-             second connection=ok"
+            "status=ok | nodes=ok | get=ok | put=ok | cas=ok | cas delete=ok | delete=ok | \
+             watch=ok | second connection=ok"
         );
     }
 
@@ -759,13 +825,14 @@ mod tests {
             Err(_) => "refused",
         };
         format!(
-            "status={} | nodes={} | get={} | put={} | cas={} | delete={} | watch={} | \
-             second connection={second}",
+            "status={} | nodes={} | get={} | put={} | cas={} | cas delete={} | delete={} | \
+             watch={} | second connection={second}",
             outcome(client.status().await),
             outcome(client.nodes().await),
             outcome(client.kv_get("k").await),
             outcome(client.kv_put("k", "v").await),
             outcome(client.kv_cas("k", 3, "v").await),
+            outcome(client.kv_cas_delete("k", 3).await),
             outcome(client.kv_delete("k").await),
             outcome(client.watch("", 0, Duration::ZERO).await),
         )

@@ -95,6 +95,20 @@ async fn answer(node: &Node, request: ClusterRequest) {
             };
             let _ = reply.send(write(node, &key, Some(expected), command).await);
         }
+        // The HTTPS API's compare-and-set with a `null` value: the same command, so 0 matches
+        // only an absent key (and then still writes a revision, as a delete of one does).
+        ClusterRequest::KvCasDelete {
+            key,
+            expected,
+            reply,
+        } => {
+            let command = Command::Cas {
+                key: key.clone(),
+                expected,
+                value: None,
+            };
+            let _ = reply.send(write(node, &key, Some(expected), command).await);
+        }
         ClusterRequest::KvDelete { key, reply } => {
             let command = Command::Delete { key: key.clone() };
             let _ = reply.send(write(node, &key, None, command).await);
@@ -171,8 +185,7 @@ fn to_status(s: Status) -> wire::ClusterStatus {
     }
 }
 
-/// The local API's node (its D-Bus signature is shoal-api's) has no slot fields yet: `slot` and
-/// `slot_state` are left out there.
+/// A node for the local API; a missing slot, slot state or hardware summary is an empty string.
 fn to_node(n: NodeView) -> wire::ClusterNode {
     wire::ClusterNode {
         id: n.id,
@@ -180,6 +193,8 @@ fn to_node(n: NodeView) -> wire::ClusterNode {
         addr: n.addr,
         labels: n.labels,
         version: n.version,
+        slot: n.slot.unwrap_or_default(),
+        slot_state: n.slot_state.unwrap_or_default(),
         role: n.role,
         healthy: n.healthy,
         heartbeat_age_ms: n.heartbeat_age_ms,
@@ -326,6 +341,51 @@ mod tests {
             hardware: None,
             hardware_labels: Default::default(),
         });
-        assert_eq!(node.hardware, "");
+        assert_eq!(
+            (
+                node.slot.as_str(),
+                node.slot_state.as_str(),
+                node.hardware.as_str()
+            ),
+            ("", "", ""),
+            "a network boot, no inventory yet"
+        );
+    }
+
+    #[test]
+    fn a_node_booted_from_a_disk_slot_says_which_and_its_state() {
+        let node = to_node(NodeView {
+            id: "02".into(),
+            hostname: "h2".into(),
+            addr: "10.0.0.2:7700".into(),
+            labels: [("rack".to_string(), "r1".to_string())].into(),
+            version: "0.2.0".into(),
+            slot: Some("b".into()),
+            slot_state: Some("good".into()),
+            role: "leader".into(),
+            healthy: true,
+            heartbeat_age_ms: 3,
+            joined_ms: 2,
+            hardware: Some("4 threads, 1 GiB".into()),
+            hardware_labels: [("cpu.cores".to_string(), "4".to_string())].into(),
+        });
+        assert_eq!(
+            node,
+            wire::ClusterNode {
+                id: "02".into(),
+                hostname: "h2".into(),
+                addr: "10.0.0.2:7700".into(),
+                labels: [("rack".to_string(), "r1".to_string())].into(),
+                version: "0.2.0".into(),
+                slot: "b".into(),
+                slot_state: "good".into(),
+                role: "leader".into(),
+                healthy: true,
+                heartbeat_age_ms: 3,
+                joined_ms: 2,
+                hardware: "4 threads, 1 GiB".into(),
+                hardware_labels: [("cpu.cores".to_string(), "4".to_string())].into(),
+            }
+        );
     }
 }

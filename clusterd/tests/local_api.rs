@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use shoal_api::cluster::{ClusterClient, ClusterError};
-use support::{Node, SECRET, free_port, runtime, write_config};
+use support::{Node, SECRET, client, free_port, runtime, write_config};
 
 /// Set in the child this test runs as another user: the socket it talks to.
 const CHILD: &str = "SHOAL_CLUSTERD_LOCAL_API_CHILD_SOCKET";
@@ -90,6 +90,27 @@ fn a_cluster_serves_its_nodes_local_services_over_their_own_sockets() {
         other => panic!("{other:?}"),
     }
 
+    // Slots as the HTTPS API reports them, `null` an empty string. No node here booted from
+    // a disk slot (a unit test in local.rs covers one that did).
+    let https = rt.block_on(client(SECRET, &[&nodes[0]]).nodes()).unwrap();
+    for node in view.iter().chain([&one]) {
+        let same = https
+            .iter()
+            .find(|n| n.id == node.id)
+            .unwrap_or_else(|| panic!("{} in {https:?}", node.id));
+        let slot = |s: &Option<String>| s.clone().unwrap_or_default();
+        assert_eq!(
+            (node.slot.clone(), node.slot_state.clone()),
+            (slot(&same.slot), slot(&same.slot_state)),
+            "{node:?} against {same:?}"
+        );
+        assert_eq!(
+            (node.slot.as_str(), node.slot_state.as_str()),
+            ("", ""),
+            "{node:?}"
+        );
+    }
+
     // Writes through one follower, a linearizable read through another node.
     let follower = members.iter().position(|m| m.1 != leader).unwrap();
     let other = (follower + 1) % 3;
@@ -169,6 +190,76 @@ fn a_cluster_serves_its_nodes_local_services_over_their_own_sockets() {
     );
     assert_eq!(woken.revision, deleted.revision);
 
+    // A compare-and-set that deletes: a stale revision is refused and leaves the key; the
+    // current one deletes it for every node, and answers with what it held.
+    let leased = rt
+        .block_on(clients[follower].kv_put("app/lease", "holder-1"))
+        .unwrap();
+    let renewed = rt
+        .block_on(clients[follower].kv_put("app/lease", "holder-2"))
+        .unwrap();
+    match rt.block_on(clients[other].kv_cas_delete("app/lease", leased.revision)) {
+        Err(ClusterError::CasFailed(m)) => assert_eq!(
+            m,
+            format!(
+                "\"app/lease\" was not changed: its revision is {}, not {}",
+                renewed.revision, leased.revision
+            )
+        ),
+        other => panic!("a stale compare-and-delete: {other:?}"),
+    }
+    let kept = rt
+        .block_on(clients[0].kv_get("app/lease"))
+        .unwrap()
+        .expect("a refused compare-and-delete leaves the key");
+    assert_eq!(
+        (kept.value.as_str(), kept.revision),
+        ("holder-2", renewed.revision)
+    );
+    let removed = rt
+        .block_on(clients[other].kv_cas_delete("app/lease", renewed.revision))
+        .unwrap();
+    assert_eq!(
+        removed
+            .previous
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.as_str(), kv.revision))
+            .collect::<Vec<_>>(),
+        [("app/lease", "holder-2", renewed.revision)]
+    );
+    assert!(removed.revision > renewed.revision, "{removed:?}");
+    assert_eq!(
+        rt.block_on(clients[follower].kv_get("app/lease")).unwrap(),
+        None,
+        "deleted, as another node reads it"
+    );
+    // Gone: its last revision no longer matches; 0 (absent) does, as in the HTTPS API's
+    // compare-and-set with a `null` value: nothing to remove, yet a revision is written.
+    match rt.block_on(clients[other].kv_cas_delete("app/lease", renewed.revision)) {
+        Err(ClusterError::CasFailed(m)) => assert_eq!(
+            m,
+            format!(
+                "\"app/lease\" was not changed: it does not exist (expected revision {})",
+                renewed.revision
+            )
+        ),
+        other => panic!("a compare-and-delete of a deleted key: {other:?}"),
+    }
+    let absent = rt
+        .block_on(clients[other].kv_cas_delete("app/lease", 0))
+        .unwrap();
+    assert!(absent.previous.is_empty(), "{absent:?}");
+    assert!(absent.revision > removed.revision, "{absent:?}");
+    rt.block_on(clients[follower].kv_put("app/lease", "holder-3"))
+        .unwrap();
+    match rt.block_on(clients[other].kv_cas_delete("app/lease", 0)) {
+        Err(ClusterError::CasFailed(m)) => assert!(
+            m.starts_with("\"app/lease\" was not changed: it exists (expected it absent)"),
+            "{m}"
+        ),
+        other => panic!("a compare-and-delete expecting an absent key: {other:?}"),
+    }
+
     // The HTTPS API's refusals, by name.
     match rt.block_on(clients[0].kv_put(&"k".repeat(600), "v")) {
         Err(ClusterError::Invalid(m)) => {
@@ -177,7 +268,13 @@ fn a_cluster_serves_its_nodes_local_services_over_their_own_sockets() {
         other => panic!("{other:?}"),
     }
 
-    // A local user who is neither root nor an admin sees the cluster but not its keys.
+    // A local user who is neither root nor an admin sees the cluster but not its keys, and
+    // changes none: the key-value space's revision stays.
+    let revision = |client: &ClusterClient| {
+        rt.block_on(client.kv_get("app/lease")).unwrap();
+        rt.block_on(client.status()).unwrap().revision
+    };
+    let before = revision(&clients[other]);
     let outcome = rerun_as(65534, &nodes[follower].local);
     let denied = "the cluster's key-value space needs root or the admin group (the cluster's \
                   status and nodes are open to every local user)";
@@ -186,13 +283,26 @@ fn a_cluster_serves_its_nodes_local_services_over_their_own_sockets() {
         format!(
             "status={cluster_id} nodes=3 | get=AccessDenied({denied}) | \
              put=AccessDenied({denied}) | cas=AccessDenied({denied}) | \
-             delete=AccessDenied({denied}) | watch=AccessDenied({denied})"
+             cas delete=AccessDenied({denied}) | delete=AccessDenied({denied}) | \
+             watch=AccessDenied({denied})"
         )
     );
     assert_eq!(
         rt.block_on(clients[other].kv_get("app/config")).unwrap(),
         None,
         "the refused put wrote nothing"
+    );
+    assert_eq!(
+        rt.block_on(clients[other].kv_get("app/lease"))
+            .unwrap()
+            .map(|kv| kv.value),
+        Some("holder-3".into()),
+        "the refused compare-and-delete left the key"
+    );
+    assert_eq!(
+        revision(&clients[other]),
+        before,
+        "the refused writes wrote nothing"
     );
 
     // Two of three nodes gone: no quorum, and the survivor's socket says so.
@@ -261,12 +371,15 @@ async fn unprivileged(path: &Path) -> String {
         Ok(n) => n.len().to_string(),
         Err(e) => format!("{e:?}"),
     };
+    // Each write would succeed if it were allowed: `app/config` is absent, `app/lease` exists.
     format!(
-        "status={status} nodes={nodes} | get={} | put={} | cas={} | delete={} | watch={}",
+        "status={status} nodes={nodes} | get={} | put={} | cas={} | cas delete={} | delete={} | \
+         watch={}",
         outcome(client.kv_get("app/config").await),
         outcome(client.kv_put("app/config", "intruder").await),
         outcome(client.kv_cas("app/config", 0, "intruder").await),
-        outcome(client.kv_delete("app/config").await),
+        outcome(client.kv_cas_delete("app/config", 0).await),
+        outcome(client.kv_delete("app/lease").await),
         outcome(client.watch("", 0, Duration::ZERO).await),
     )
 }
