@@ -752,24 +752,13 @@ mod tests {
         ));
     }
 
-    /// Runs `test` on a thread of its own in a new, empty network namespace, which goes away
-    /// with the thread.
-    fn in_new_namespace<T: Send + 'static>(test: impl FnOnce() -> T + Send + 'static) -> T {
-        std::thread::spawn(move || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            test()
-        })
-        .join()
-        .unwrap()
-    }
-
     #[test]
     fn a_network_change_or_a_push_cuts_the_wait_short() {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("SKIPPED: needs root for a network namespace");
             return;
         }
-        in_new_namespace(|| {
+        crate::netwatch::in_new_namespace(|| {
             let watch = NetWatch::open().unwrap();
             let (tx, rx) = std::sync::mpsc::channel();
 

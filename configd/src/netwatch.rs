@@ -82,20 +82,21 @@ impl NetWatch {
     }
 }
 
+/// Runs `test` on a thread of its own in a new, empty network namespace (only `lo`, down),
+/// which goes away with the thread and whatever it opened there. Needs root.
+#[cfg(test)]
+pub(crate) fn in_new_namespace<T: Send + 'static>(test: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        test()
+    })
+    .join()
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Runs `test` on a thread of its own in a new, empty network namespace (only `lo`, down),
-    /// which goes away with the thread and whatever it opened there.
-    fn in_new_namespace<T: Send + 'static>(test: impl FnOnce() -> T + Send + 'static) -> T {
-        std::thread::spawn(move || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            test()
-        })
-        .join()
-        .unwrap()
-    }
 
     fn is_root() -> bool {
         nix::unistd::geteuid().is_root()

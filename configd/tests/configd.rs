@@ -157,49 +157,37 @@ impl Node {
         self.lines.lock().unwrap().join("\n")
     }
 
-    /// Waits for a line of output that contains `text`.
-    fn line(&self, text: &str, timeout: Duration) -> String {
+    /// Waits until `find` finds something in the output so far; `what` names it in the panic.
+    fn until<T>(&self, what: &str, timeout: Duration, find: impl Fn(&[String]) -> Option<T>) -> T {
         let deadline = Instant::now() + timeout;
         loop {
-            let found = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(text))
-                .cloned();
-            if let Some(line) = found {
-                return line;
+            if let Some(found) = find(&self.lines.lock().unwrap()) {
+                return found;
             }
             assert!(
                 Instant::now() < deadline,
-                "no line with {text:?} within {timeout:?}:\n{}",
+                "no {what} within {timeout:?}:\n{}",
                 self.output()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
+    /// Waits for a line of output that contains `text`.
+    fn line(&self, text: &str, timeout: Duration) -> String {
+        self.until(&format!("line with {text:?}"), timeout, |lines| {
+            lines.iter().find(|l| l.contains(text)).cloned()
+        })
+    }
+
     fn event(&self, name: &str, timeout: Duration) -> Event {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let found = self
-                .lines
-                .lock()
-                .unwrap()
+        self.until(name, timeout, |lines| {
+            lines
                 .iter()
                 .filter_map(|l| parse_line(l))
-                .find(|r| r.event.name() == name);
-            if let Some(r) = found {
-                return r.event;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {name} within {timeout:?}:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                .find(|r| r.event.name() == name)
+                .map(|r| r.event)
+        })
     }
 
     fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {

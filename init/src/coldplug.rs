@@ -741,21 +741,31 @@ mod tests {
         assert_eq!(coldplug.loader().calls().len(), 1);
     }
 
-    #[test]
-    fn a_failed_soft_dependency_does_not_stop_the_module() {
-        let root = fixture();
-        let dir = root.path().join("modules");
+    /// Gives the fixture's virtio_blk a soft pre-dependency on crc32c, with more aliases and
+    /// more lines of modules.dep.
+    fn with_crc32c_softdep(dir: &Path, aliases: &str, deps: &str) {
         fs::write(
             dir.join("modules.softdep"),
             "softdep virtio_blk pre: crc32c\n",
         )
         .unwrap();
         let mut alias = fs::read_to_string(dir.join("modules.alias")).unwrap();
-        alias.push_str("alias crypto-crc32c crc32c_intel\nalias crypto-crc32c crc32c_generic\n");
+        alias.push_str(aliases);
         fs::write(dir.join("modules.alias"), alias).unwrap();
         let mut dep = fs::read_to_string(dir.join("modules.dep")).unwrap();
-        dep.push_str("kernel/crypto/crc32c_generic.ko:\nkernel/arch/x86/crypto/crc32c-intel.ko:\n");
+        dep.push_str(deps);
         fs::write(dir.join("modules.dep"), dep).unwrap();
+    }
+
+    #[test]
+    fn a_failed_soft_dependency_does_not_stop_the_module() {
+        let root = fixture();
+        let dir = root.path().join("modules");
+        with_crc32c_softdep(
+            &dir,
+            "alias crypto-crc32c crc32c_intel\nalias crypto-crc32c crc32c_generic\n",
+            "kernel/crypto/crc32c_generic.ko:\nkernel/arch/x86/crypto/crc32c-intel.ko:\n",
+        );
 
         let loader = Recording {
             fail: vec!["crc32c_intel"],
@@ -937,20 +947,12 @@ mod tests {
     fn a_best_effort_module_another_module_needs_is_no_longer_best_effort() {
         let root = fixture();
         let dir = root.path().join("modules");
-        fs::write(
-            dir.join("modules.softdep"),
-            "softdep virtio_blk pre: crc32c\n",
-        )
-        .unwrap();
-        let mut alias = fs::read_to_string(dir.join("modules.alias")).unwrap();
-        alias.push_str("alias crypto-crc32c crc32c_generic\nalias platform:serial8250 libcrc32c\n");
-        fs::write(dir.join("modules.alias"), alias).unwrap();
-        let mut dep = fs::read_to_string(dir.join("modules.dep")).unwrap();
-        dep.push_str(
+        with_crc32c_softdep(
+            &dir,
+            "alias crypto-crc32c crc32c_generic\nalias platform:serial8250 libcrc32c\n",
             "kernel/crypto/crc32c_generic.ko:\n\
              kernel/lib/libcrc32c.ko: kernel/crypto/crc32c_generic.ko\n",
         );
-        fs::write(dir.join("modules.dep"), dep).unwrap();
         let loader = Timed {
             fail: vec!["crc32c_generic"],
             ..Default::default()
