@@ -784,11 +784,7 @@ mod tests {
             sender.join().unwrap();
 
             // The network changing (lo coming up: its addresses and routes) ends it at once.
-            let status = std::process::Command::new("ip")
-                .args(["link", "set", "lo", "up"])
-                .status()
-                .unwrap();
-            assert!(status.success());
+            crate::netwatch::bring_lo_up();
             let started = Instant::now();
             assert!(matches!(
                 wait(Some(&rx), Some(&watch), Duration::from_secs(10)),

@@ -94,6 +94,17 @@ pub(crate) fn in_new_namespace<T: Send + 'static>(test: impl FnOnce() -> T + Sen
     .unwrap()
 }
 
+/// Brings `lo` up in the calling thread's namespace (a child inherits it): 127.0.0.1 and ::1
+/// and their routes appear. Needs root.
+#[cfg(test)]
+pub(crate) fn bring_lo_up() {
+    let status = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "ip link set lo up: {status}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,13 +121,7 @@ mod tests {
         }
         let woke_after = in_new_namespace(|| {
             let watch = NetWatch::open().unwrap();
-            // A child inherits this thread's namespace. Bringing `lo` up adds 127.0.0.1 and
-            // ::1 and their routes.
-            let status = std::process::Command::new("ip")
-                .args(["link", "set", "lo", "up"])
-                .status()
-                .unwrap();
-            assert!(status.success());
+            bring_lo_up();
             let started = Instant::now();
             assert!(watch.wait(Duration::from_secs(10)), "no change seen");
             let woke_after = started.elapsed();
