@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
@@ -539,6 +539,26 @@ fn eventually<T>(what: &str, within: Duration, mut attempt: impl FnMut() -> Opti
     }
 }
 
+/// Starts a node on each port with `flag` naming its own file, and waits until all are members:
+/// the nodes and their ids (16 hex digits).
+fn start_members_each_with(
+    config: &Path,
+    ports: &[u16],
+    flag: &str,
+    files: &[PathBuf],
+) -> (Vec<Node>, Vec<String>) {
+    let nodes: Vec<Node> = ports
+        .iter()
+        .zip(files)
+        .map(|(p, f)| Node::start_args(config, *p, None, &[flag, &f.to_string_lossy()]))
+        .collect();
+    let ids = nodes
+        .iter()
+        .map(|n| format!("{:016x}", n.membership(Duration::from_secs(20)).1))
+        .collect();
+    (nodes, ids)
+}
+
 #[test]
 fn each_node_publishes_its_hardware_inventory_and_republishes_it_when_it_changes() {
     let dir = tempfile::tempdir().unwrap();
@@ -551,15 +571,7 @@ fn each_node_publishes_its_hardware_inventory_and_republishes_it_when_it_changes
         .map(|i| dir.path().join(format!("inventory-{i}.json")))
         .collect();
     std::fs::write(&files[0], serde_json::to_vec(&inventory).unwrap()).unwrap();
-    let nodes: Vec<Node> = ports
-        .iter()
-        .zip(&files)
-        .map(|(p, f)| Node::start_args(&config, *p, None, &["--inventory", f.to_str().unwrap()]))
-        .collect();
-    let ids: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("{:016x}", n.membership(Duration::from_secs(20)).1))
-        .collect();
+    let (nodes, ids) = start_members_each_with(&config, &ports, "--inventory", &files);
     let rt = runtime();
     let api = client(SECRET, &[&nodes[1]]);
 
@@ -699,15 +711,8 @@ fn nodes_publish_their_image_version_and_boot_slot() {
     )
     .unwrap();
     let missing = dir.path().join("no-os-release");
-    let nodes: Vec<Node> = ports
-        .iter()
-        .zip([&os_release, &missing])
-        .map(|(p, f)| Node::start_args(&config, *p, None, &["--os-release", f.to_str().unwrap()]))
-        .collect();
-    let ids: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("{:016x}", n.membership(Duration::from_secs(20)).1))
-        .collect();
+    let (nodes, ids) =
+        start_members_each_with(&config, &ports, "--os-release", &[os_release, missing]);
     let rt = runtime();
     let api = client(SECRET, &[&nodes[1]]);
     let listed = eventually("both nodes registered", Duration::from_secs(10), || {

@@ -308,72 +308,20 @@ impl<L: Loader> Coldplug<L> {
         schedule.require(name);
     }
 
-    /// Loads the drivers one device asks for (a hotplug event, or one coldplug device).
+    /// Loads the drivers one device asks for (a hotplug event), on this thread, adding to
+    /// `outcome`.
     pub fn device(&mut self, device: &Device, outcome: &mut Outcome) {
-        for module in self.modules.db.modules_for(&device.modalias) {
-            self.load_module(&module, &device.devpath, outcome);
-        }
+        let pass = self.run(std::slice::from_ref(device), 1);
+        outcome.loaded.extend(pass.loaded);
+        outcome.failed.extend(pass.failed);
     }
 
-    /// Loads a module by name (and what it depends on); `device` says on whose behalf.
+    /// Loads a module by name (and what it depends on) on this thread, adding to `outcome`;
+    /// `device` says on whose behalf.
     pub fn load_module(&mut self, module: &str, device: &str, outcome: &mut Outcome) {
-        let name = normalize(module);
-        if self.failed.contains(&name) {
-            return;
-        }
-        let plan = match self.modules.db.plan(&name, &self.loaded) {
-            Ok(plan) => plan,
-            Err(e) => {
-                self.failed.insert(name.clone());
-                outcome.failed.push(FailedModule {
-                    module: name,
-                    error: e.to_string(),
-                });
-                return;
-            }
-        };
-        for step in plan {
-            if self.failed.contains(&step.name) && step.optional {
-                continue;
-            }
-            if self.failed.contains(&step.name) {
-                // A dependency that failed before: the module cannot load either.
-                self.failed.insert(name);
-                return;
-            }
-            let params = self
-                .params
-                .get(&step.name)
-                .map(|p| p.join(" "))
-                .unwrap_or_default();
-            let path = self.modules.dir.join(&step.path);
-            match self.loader.load(&step.name, &path, &params) {
-                Ok(()) => {
-                    tracing::info!(module = %step.name, device, "loaded driver");
-                    self.loaded.insert(step.name.clone());
-                    outcome.loaded.push(LoadedModule {
-                        module: step.name,
-                        device: device.to_string(),
-                    });
-                }
-                Err(e) if step.optional => {
-                    // Best effort: another provider of the same function usually loaded.
-                    tracing::info!(module = %step.name, error = %e, "optional module not loaded");
-                    self.failed.insert(step.name);
-                }
-                Err(e) => {
-                    tracing::warn!(module = %step.name, device, error = %e, "driver failed to load");
-                    self.failed.insert(step.name.clone());
-                    self.failed.insert(name);
-                    outcome.failed.push(FailedModule {
-                        module: step.name,
-                        error: e.to_string(),
-                    });
-                    // The modules after it in the plan depend on it.
-                    return;
-                }
-            }
-        }
+        let pass = self.load_modules(&[module], device, 1);
+        outcome.loaded.extend(pass.loaded);
+        outcome.failed.extend(pass.failed);
     }
 }
 
@@ -569,6 +517,12 @@ mod tests {
         }
     }
 
+    /// Coldplug over the module tree in `dir`, nothing loaded yet, no parameters.
+    fn coldplug_with<L: Loader>(dir: &Path, loader: L) -> Coldplug<L> {
+        let modules = Modules::open(dir).unwrap();
+        Coldplug::new(modules, loader, BTreeSet::new(), Default::default())
+    }
+
     fn fixture() -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
         let sys = root.path().join("sys");
@@ -721,12 +675,11 @@ mod tests {
     #[test]
     fn a_failed_dependency_stops_its_dependents() {
         let root = fixture();
-        let modules = Modules::open(&root.path().join("modules")).unwrap();
         let loader = Recording {
             fail: vec!["failover"],
             ..Default::default()
         };
-        let mut coldplug = Coldplug::new(modules, loader, BTreeSet::new(), Default::default());
+        let mut coldplug = coldplug_with(&root.path().join("modules"), loader);
         let mut outcome = Outcome::default();
         coldplug.load_module("virtio_net", "", &mut outcome);
         assert!(outcome.loaded.is_empty());
@@ -771,12 +724,7 @@ mod tests {
             fail: vec!["crc32c_intel"],
             ..Default::default()
         };
-        let mut coldplug = Coldplug::new(
-            Modules::open(&dir).unwrap(),
-            loader,
-            BTreeSet::new(),
-            Default::default(),
-        );
+        let mut coldplug = coldplug_with(&dir, loader);
         let mut outcome = Outcome::default();
         coldplug.load_module("virtio_blk", "", &mut outcome);
         let loaded: Vec<&str> = outcome.loaded.iter().map(|l| l.module.as_str()).collect();
@@ -812,13 +760,7 @@ mod tests {
         let root = fixture();
         let devices = scan_devices(&root.path().join("sys"));
         for _ in 0..5 {
-            let modules = Modules::open(&root.path().join("modules")).unwrap();
-            let mut coldplug = Coldplug::new(
-                modules,
-                Timed::default(),
-                BTreeSet::new(),
-                Default::default(),
-            );
+            let mut coldplug = coldplug_with(&root.path().join("modules"), Timed::default());
             let outcome = coldplug.run(&devices, 4);
             let log = coldplug.loader().log.lock().unwrap().clone();
             let at = |name: &str, what: &str| {
@@ -880,17 +822,11 @@ mod tests {
             }
         }
         let root = fixture();
-        let modules = Modules::open(&root.path().join("modules")).unwrap();
         let devices: Vec<Device> = scan_devices(&root.path().join("sys"))
             .into_iter()
             .filter(|d| d.devpath.contains("virtio1") || d.devpath.ends_with("02.0"))
             .collect();
-        let mut coldplug = Coldplug::new(
-            modules,
-            Rendezvous::default(),
-            BTreeSet::new(),
-            Default::default(),
-        );
+        let mut coldplug = coldplug_with(&root.path().join("modules"), Rendezvous::default());
         // virtio_pci_modern_dev (for the PCI function) and virtio_blk share nothing.
         let outcome = coldplug.run(&devices, 2);
         assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
@@ -905,13 +841,12 @@ mod tests {
     #[test]
     fn with_several_workers_a_failed_dependency_skips_its_dependents_and_nothing_else() {
         let root = fixture();
-        let modules = Modules::open(&root.path().join("modules")).unwrap();
         let devices = scan_devices(&root.path().join("sys"));
         let loader = Timed {
             fail: vec!["failover"],
             ..Default::default()
         };
-        let mut coldplug = Coldplug::new(modules, loader, BTreeSet::new(), Default::default());
+        let mut coldplug = coldplug_with(&root.path().join("modules"), loader);
         let outcome = coldplug.run(&devices, 4);
         let mut loaded: Vec<&str> = outcome.loaded.iter().map(|l| l.module.as_str()).collect();
         loaded.sort();
@@ -957,12 +892,7 @@ mod tests {
             fail: vec!["crc32c_generic"],
             ..Default::default()
         };
-        let mut coldplug = Coldplug::new(
-            Modules::open(&dir).unwrap(),
-            loader,
-            BTreeSet::new(),
-            Default::default(),
-        );
+        let mut coldplug = coldplug_with(&dir, loader);
         // virtio_blk (virtio1) plans crc32c_generic as best effort; libcrc32c (serial8250,
         // later in path order) needs it.
         let outcome = coldplug.run(&scan_devices(&root.path().join("sys")), 4);
@@ -976,13 +906,7 @@ mod tests {
     #[test]
     fn modules_by_name_load_together_with_their_dependencies() {
         let root = fixture();
-        let modules = Modules::open(&root.path().join("modules")).unwrap();
-        let mut coldplug = Coldplug::new(
-            modules,
-            Timed::default(),
-            BTreeSet::new(),
-            Default::default(),
-        );
+        let mut coldplug = coldplug_with(&root.path().join("modules"), Timed::default());
         let outcome = coldplug.load_modules(&["virtio-net", "virtio_blk", "nonesuch"], "", 4);
         let mut loaded: Vec<&str> = outcome.loaded.iter().map(|l| l.module.as_str()).collect();
         loaded.sort();
