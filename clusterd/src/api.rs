@@ -29,6 +29,8 @@ use crate::update::UpdateError;
 const MAX_BODY: usize = 128 * 1024;
 /// The longest a watch waits.
 pub(crate) const MAX_WATCH: Duration = Duration::from_secs(60);
+/// The least time a watch gives its node to catch up with the leader, whatever its `wait`.
+pub(crate) const WATCH_CATCH_UP: Duration = Duration::from_secs(1);
 
 /// Who may call: the SHA-256 digests of the accepted tokens.
 #[derive(Debug, Clone)]
@@ -566,9 +568,19 @@ async fn watch(node: &Node, query: &str) -> Reply {
 /// Long-polls the key-value space: the changes after revision `after` to keys that start
 /// with `prefix` (empty: every key), as soon as there is one, else when `wait` (at most
 /// [`MAX_WATCH`]) has passed; at once when `after` is older than the changes kept.
+///
+/// The node first catches up with the leader, so the answer holds every change any node
+/// acknowledged before the call, whichever node took it. Without a quorum (or past `wait`,
+/// given at least [`WATCH_CATCH_UP`]) it answers from what it has applied.
 pub(crate) async fn watch_changes(node: &Node, after: u64, prefix: &str, wait: Duration) -> Watch {
     let mut revisions = node.machine.revisions();
-    let deadline = tokio::time::Instant::now() + wait.min(MAX_WATCH);
+    let now = tokio::time::Instant::now();
+    let deadline = now + wait.min(MAX_WATCH);
+    match tokio::time::timeout_at(deadline.max(now + WATCH_CATCH_UP), node.catch_up()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!("a watch answers from this node's state: {e}"),
+        Err(_) => tracing::debug!("a watch answers from this node's state: no catch-up in time"),
+    }
     loop {
         let (changes, compacted, revision) = node
             .machine

@@ -1029,13 +1029,8 @@ impl Node {
     ) -> Result<Option<Value>, Failure> {
         match self.route(forwarded)? {
             Route::Here => {
-                match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.ensure_linearizable()).await {
-                    Ok(Ok(_)) => Ok(self.machine.read(|s| s.kv.get(&key).cloned()).await),
-                    Ok(Err(e)) => Err(Failure::Unavailable(format!("cannot read: {e}"))),
-                    Err(_) => Err(Failure::Unavailable(format!(
-                        "no quorum: leadership not confirmed within {COMMIT_TIMEOUT:?}"
-                    ))),
-                }
+                self.confirm_leadership().await?;
+                Ok(self.machine.read(|s| s.kv.get(&key).cloned()).await)
             }
             Route::Leader(leader) => {
                 let request = Request::Read {
@@ -1051,6 +1046,48 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// On the leader: confirms with a quorum that it still leads, and applies what it has
+    /// committed; the read index (what a read from now on must see applied).
+    async fn confirm_leadership(&self) -> Result<u64, Failure> {
+        match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
+            Ok(Err(e)) => Err(Failure::Unavailable(format!("cannot read: {e}"))),
+            Err(_) => Err(Failure::Unavailable(format!(
+                "no quorum: leadership not confirmed within {COMMIT_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// The log index a linearizable read must see applied: the leader's, once it has
+    /// confirmed its leadership with a quorum (asked of the leader, once, from a follower).
+    pub(crate) async fn read_index(&self, forwarded: bool) -> Result<u64, Failure> {
+        match self.route(forwarded)? {
+            Route::Here => self.confirm_leadership().await,
+            Route::Leader(leader) => {
+                let request = Request::ReadIndex { forwarded: true };
+                match self
+                    .forward(leader, &request, COMMIT_TIMEOUT + CALL_TIMEOUT)
+                    .await?
+                {
+                    Response::ReadIndex(r) => r,
+                    other => Err(Failure::Unavailable(format!("leader answered {other:?}"))),
+                }
+            }
+        }
+    }
+
+    /// Waits until this node has applied everything committed before the call, so that what
+    /// it then reads from its own state includes every write acknowledged by any node.
+    pub(crate) async fn catch_up(&self) -> Result<(), Failure> {
+        let index = self.read_index(false).await?;
+        self.raft
+            .wait(Some(COMMIT_TIMEOUT))
+            .applied_index_at_least(Some(index), "catching up for a read")
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure::Unavailable(format!("not caught up with the leader: {e}")))
     }
 
     async fn forward(
@@ -1092,6 +1129,9 @@ impl Node {
                 Response::Propose(self.propose(command, forwarded).await)
             }
             Request::Read { key, forwarded } => Response::Read(self.read(key, forwarded).await),
+            Request::ReadIndex { forwarded } => {
+                Response::ReadIndex(self.read_index(forwarded).await)
+            }
         }
     }
 }

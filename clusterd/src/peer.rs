@@ -80,6 +80,10 @@ pub enum Request {
         key: String,
         forwarded: bool,
     },
+    /// The index a linearizable read must see applied (forwarded to the leader, once).
+    ReadIndex {
+        forwarded: bool,
+    },
 }
 
 /// A node asking to join.
@@ -107,6 +111,7 @@ pub enum Response {
     Join(Result<JoinReply, String>),
     Propose(Result<Outcome, Failure>),
     Read(Result<Option<Value>, Failure>),
+    ReadIndex(Result<u64, Failure>),
     /// A consensus message for another node id reached this one (which has this id).
     NotThisNode(NodeId),
 }
