@@ -576,10 +576,11 @@ pub(crate) async fn watch_changes(node: &Node, after: u64, prefix: &str, wait: D
     let mut revisions = node.machine.revisions();
     let now = tokio::time::Instant::now();
     let deadline = now + wait.min(MAX_WATCH);
-    match tokio::time::timeout_at(deadline.max(now + WATCH_CATCH_UP), node.catch_up()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!("a watch answers from this node's state: {e}"),
-        Err(_) => tracing::debug!("a watch answers from this node's state: no catch-up in time"),
+    if tokio::time::timeout_at(deadline.max(now + WATCH_CATCH_UP), node.catch_up())
+        .await
+        .is_err()
+    {
+        tracing::debug!("a watch answers from this node's state: it did not catch up in time");
     }
     loop {
         let (changes, compacted, revision) = node

@@ -153,6 +153,8 @@ enum Route {
 
 /// A peer request's answer timeout.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long [`Node::catch_up`] waits before it asks for the read index again.
+const CATCH_UP_RETRY: Duration = Duration::from_millis(100);
 /// How long a write or a linearizable read may wait for a quorum.
 pub(crate) const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -1079,15 +1081,24 @@ impl Node {
     }
 
     /// Waits until this node has applied everything committed before the call, so that what
-    /// it then reads from its own state includes every write acknowledged by any node.
-    pub(crate) async fn catch_up(&self) -> Result<(), Failure> {
-        let index = self.read_index(false).await?;
-        self.raft
-            .wait(Some(COMMIT_TIMEOUT))
+    /// it then reads from its own state includes every write acknowledged by any node. A
+    /// leader that does not answer within [`CALL_TIMEOUT`] is asked again, as is whichever
+    /// node leads next: this keeps trying until it has caught up, so callers bound it.
+    pub(crate) async fn catch_up(&self) {
+        let index = loop {
+            match tokio::time::timeout(CALL_TIMEOUT, self.read_index(false)).await {
+                Ok(Ok(index)) => break index,
+                Ok(Err(e)) => tracing::debug!("catching up with the leader: {e}"),
+                Err(_) => tracing::debug!("catching up: the leader did not answer in time"),
+            }
+            tokio::time::sleep(CATCH_UP_RETRY).await;
+        };
+        // The index is committed, so this node applies it once the leader sends it on.
+        let _ = self
+            .raft
+            .wait(None)
             .applied_index_at_least(Some(index), "catching up for a read")
-            .await
-            .map(|_| ())
-            .map_err(|e| Failure::Unavailable(format!("not caught up with the leader: {e}")))
+            .await;
     }
 
     async fn forward(

@@ -317,6 +317,47 @@ fn a_partitioned_leader_cannot_commit_while_the_majority_elects_and_writes_then_
 }
 
 #[test]
+fn a_watch_on_a_node_that_missed_a_write_waits_to_hold_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let config = write_config(dir.path(), "w", SECRET, 3, 3, &ports);
+    let nodes: Vec<Node> = ports.iter().map(|p| Node::start(&config, *p)).collect();
+    let members: Vec<_> = nodes
+        .iter()
+        .map(|n| n.membership(Duration::from_secs(20)))
+        .collect();
+    let leader = members.iter().position(|m| m.1 == members[0].2).unwrap();
+    let (lagging, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    let rt = runtime();
+    let on_leader = client(SECRET, &[&nodes[leader]]);
+    let on_lagging = client(SECRET, &[&nodes[lagging]]);
+    let first = rt.block_on(on_leader.put("k", "v1")).unwrap();
+    let seen = rt
+        .block_on(on_lagging.watch(first.revision - 1, Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(seen.changes.len(), 1, "{seen:?}");
+
+    // One follower misses the second write (it is stopped; the other follower makes the
+    // quorum), then the leader stops before it can send it on. The lagging node comes back
+    // with only the first write: a watch there from before both must not answer with that
+    // alone, but wait until it has the second, from whichever node leads by then.
+    signal(&nodes[lagging], libc::SIGSTOP);
+    let second = rt.block_on(on_leader.put("k", "v2")).unwrap();
+    signal(&nodes[leader], libc::SIGSTOP);
+    signal(&nodes[lagging], libc::SIGCONT);
+    let watched = rt
+        .block_on(on_lagging.watch(first.revision - 1, Duration::from_secs(15)))
+        .unwrap();
+    let revisions: Vec<u64> = watched.changes.iter().map(|c| c.revision).collect();
+    assert_eq!(revisions, [first.revision, second.revision], "{watched:?}");
+    signal(&nodes[leader], libc::SIGCONT);
+    let status = rt
+        .block_on(client(SECRET, &[&nodes[other]]).status())
+        .unwrap();
+    assert!(status.quorum, "{status:?}");
+}
+
+#[test]
 fn a_whole_cluster_restarts_from_its_data_with_the_same_ids_and_state() {
     let dir = tempfile::tempdir().unwrap();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
