@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use shoal_api::cluster::{ClusterClient, ClusterError};
-use support::{Node, SECRET, client, free_port, runtime, write_config};
+use support::{Node, SECRET, client, free_port, runtime, settled_leader, write_config};
 
 /// Set in the child this test runs as another user: the socket it talks to.
 const CHILD: &str = "SHOAL_CLUSTERD_LOCAL_API_CHILD_SOCKET";
@@ -32,7 +32,8 @@ fn a_cluster_serves_its_nodes_local_services_over_their_own_sockets() {
         .iter()
         .map(|n| n.membership(Duration::from_secs(20)))
         .collect();
-    let (cluster_id, _, leader, _) = members[0].clone();
+    let cluster_id = members[0].0.clone();
+    let leader = settled_leader(&nodes, Duration::from_secs(20));
     let rt = runtime();
     let clients: Vec<ClusterClient> = nodes
         .iter()

@@ -353,7 +353,9 @@ fn without_any_source_the_defaults_apply_at_once() {
         unreachable!()
     };
     assert!(sources.is_empty(), "{sources:?}");
-    assert!(ms < 1000.0, "{ms}");
+    // Not after a source wait (there is no source to wait for); on a loaded machine a start
+    // can still take a while.
+    assert!(ms < 5000.0, "{ms}");
     assert!(node.wait_exit(Duration::from_secs(5)).success());
     assert_eq!(node.resolved().cluster.name, "shoal");
     // Nothing netd uses, and no file before: no reload on the boot's critical path.
@@ -401,11 +403,10 @@ fn a_source_unreachable_until_the_network_comes_up_is_tried_again_at_once() {
         assert_eq!(node.resolved().cluster.name, "lab");
         // Woken by the change rather than its retry timer (unless the change came while it
         // was fetching, which the 100 ms above makes unlikely).
-        assert!(
-            node.output().contains("the network changed") || took < Duration::from_millis(50),
-            "{}",
-            node.output()
-        );
+        // (The log line is on stderr, read by another thread than the event: wait for it.)
+        if took >= Duration::from_millis(50) {
+            node.line("the network changed", Duration::from_secs(5));
+        }
     })
     .join()
     .unwrap();

@@ -1362,13 +1362,14 @@ mod tests {
         });
         let started = Instant::now();
         assert_eq!(
-            resolve_with("c.test", &[silent, good], Duration::from_secs(2)),
+            resolve_with("c.test", &[silent, good], Duration::from_secs(4)),
             Ok(vec![
                 "10.0.0.7".parse().unwrap(),
                 "fd00::7".parse().unwrap()
             ])
         );
-        assert!(started.elapsed() < Duration::from_millis(1900));
+        // The silent server had its half of the time, not all of it.
+        assert!(started.elapsed() < Duration::from_millis(3500));
         let error = resolve_with("c.test", &[silent], Duration::from_millis(600)).unwrap_err();
         assert!(
             error.to_string().starts_with(&format!(

@@ -472,7 +472,7 @@ fn dhcp_lease_is_applied_renewed_remembered_and_released() {
     // SIGTERM: the lease is released and the address removed.
     let status = netd.terminate();
     assert!(status.success(), "{status:?}\n{}", netd.output());
-    let Event::DhcpLost { reason, .. } = netd.event("dhcp.lost", 0, Duration::from_secs(1)) else {
+    let Event::DhcpLost { reason, .. } = netd.event("dhcp.lost", 0, Duration::from_secs(5)) else {
         unreachable!()
     };
     assert_eq!(reason, "released");
@@ -502,7 +502,7 @@ fn static_ip_from_the_command_line_needs_no_dhcp_server() {
     };
     assert_eq!(link, "cli0");
     assert_eq!(addresses, ["10.99.0.7/24"]);
-    let Event::Hostname { hostname, .. } = netd.event("hostname", 0, Duration::from_secs(1)) else {
+    let Event::Hostname { hostname, .. } = netd.event("hostname", 0, Duration::from_secs(5)) else {
         unreachable!()
     };
     assert_eq!(hostname, "static7");
@@ -730,7 +730,8 @@ fn without_a_server_the_node_reports_online_when_the_wait_runs_out() {
         unreachable!()
     };
     assert!(timed_out && links.is_empty(), "{links:?}");
-    assert!((1000.0..2500.0).contains(&ms), "{ms}");
+    // The 1 s wait, and not less; how late a loaded machine runs the timer is not the point.
+    assert!((1000.0..10_000.0).contains(&ms), "{ms}");
     wait_for(Duration::from_secs(2), || {
         netd.notifications().iter().any(|n| n.contains("READY=1"))
     });

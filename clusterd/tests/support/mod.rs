@@ -347,3 +347,39 @@ impl FakeDns {
 pub fn loopback(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, n)
 }
+
+/// The leader every node names, once each of them names the same one and has a quorum, twice
+/// in a row. The `cluster.member` events name the leader of their moment; on a loaded machine
+/// a slow heartbeat can start an election soon after, so a test about one leader asks this.
+pub fn settled_leader(nodes: &[Node], within: Duration) -> u64 {
+    let rt = runtime();
+    let deadline = Instant::now() + within;
+    let mut previous = None;
+    loop {
+        let named: Vec<Option<String>> = nodes
+            .iter()
+            .map(|n| {
+                let status = rt.block_on(client(SECRET, &[n]).status()).ok()?;
+                status.quorum.then_some(status.leader).flatten()
+            })
+            .collect();
+        let agreed = named
+            .first()
+            .cloned()
+            .flatten()
+            .filter(|l| named.iter().all(|n| n.as_ref() == Some(l)));
+        if let Some(leader) = agreed {
+            if previous.as_ref() == Some(&leader) {
+                return u64::from_str_radix(&leader, 16).expect("a leader id in hex");
+            }
+            previous = Some(leader);
+        } else {
+            previous = None;
+            assert!(
+                Instant::now() < deadline,
+                "no leader all agree on: {named:?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
