@@ -252,15 +252,7 @@ fn the_api_reads_and_writes_through_any_node_and_refuses_what_it_must() {
 #[test]
 fn a_partitioned_leader_cannot_commit_while_the_majority_elects_and_writes_then_it_catches_up() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let config = write_config(dir.path(), "part", SECRET, 3, 3, &ports);
-    let nodes: Vec<Node> = ports.iter().map(|p| Node::start(&config, *p)).collect();
-    let members: Vec<_> = nodes
-        .iter()
-        .map(|n| n.membership(Duration::from_secs(20)))
-        .collect();
-    let leader_id = settled_leader(&nodes, Duration::from_secs(20));
-    let leader = members.iter().position(|m| m.1 == leader_id).unwrap();
+    let (nodes, leader_id, leader) = three_members(dir.path(), "part");
     let majority: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let rt = runtime();
     rt.block_on(client(SECRET, &[&nodes[leader]]).put("k", "before"))
@@ -321,15 +313,7 @@ fn a_partitioned_leader_cannot_commit_while_the_majority_elects_and_writes_then_
 #[test]
 fn a_watch_on_a_node_that_missed_a_write_waits_to_hold_it() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let config = write_config(dir.path(), "w", SECRET, 3, 3, &ports);
-    let nodes: Vec<Node> = ports.iter().map(|p| Node::start(&config, *p)).collect();
-    let members: Vec<_> = nodes
-        .iter()
-        .map(|n| n.membership(Duration::from_secs(20)))
-        .collect();
-    let leader_id = settled_leader(&nodes, Duration::from_secs(20));
-    let leader = members.iter().position(|m| m.1 == leader_id).unwrap();
+    let (nodes, _, leader) = three_members(dir.path(), "w");
     let (lagging, other) = ((leader + 1) % 3, (leader + 2) % 3);
     let rt = runtime();
     let on_leader = client(SECRET, &[&nodes[leader]]);
@@ -589,6 +573,24 @@ fn eventually<T>(what: &str, within: Duration, mut attempt: impl FnMut() -> Opti
 
 /// Starts a node on each port with `flag` naming its own file, and waits until all are members:
 /// the nodes and their ids (16 hex digits).
+/// Three nodes started together, once they are members: the nodes, the leader they agree on
+/// and its index.
+fn three_members(dir: &Path, name: &str) -> (Vec<Node>, u64, usize) {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let config = write_config(dir, name, SECRET, 3, 3, &ports);
+    let nodes: Vec<Node> = ports.iter().map(|p| Node::start(&config, *p)).collect();
+    let ids: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.membership(Duration::from_secs(20)).1)
+        .collect();
+    let leader_id = settled_leader(&nodes, Duration::from_secs(20));
+    let leader = ids
+        .iter()
+        .position(|id| *id == leader_id)
+        .expect("a node leads");
+    (nodes, leader_id, leader)
+}
+
 fn start_members_each_with(
     config: &Path,
     ports: &[u16],
