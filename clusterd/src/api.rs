@@ -29,8 +29,10 @@ use crate::update::UpdateError;
 const MAX_BODY: usize = 128 * 1024;
 /// The longest a watch waits.
 pub(crate) const MAX_WATCH: Duration = Duration::from_secs(60);
-/// The least time a watch gives its node to catch up with the leader, whatever its `wait`.
-pub(crate) const WATCH_CATCH_UP: Duration = Duration::from_secs(1);
+/// How long a watch lets its node try to catch up with the leader: its `wait`, but at least
+/// the first and at most the second (then it goes on from what the node has applied).
+pub(crate) const WATCH_CATCH_UP: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(5));
 
 /// Who may call: the SHA-256 digests of the accepted tokens.
 #[derive(Debug, Clone)]
@@ -570,17 +572,17 @@ async fn watch(node: &Node, query: &str) -> Reply {
 /// [`MAX_WATCH`]) has passed; at once when `after` is older than the changes kept.
 ///
 /// The node first catches up with the leader, so the answer holds every change any node
-/// acknowledged before the call, whichever node took it. Without a quorum (or past `wait`,
-/// given at least [`WATCH_CATCH_UP`]) it answers from what it has applied.
+/// acknowledged before the call, whichever node took it. If it cannot within
+/// [`WATCH_CATCH_UP`] (no quorum, a leader of an older version), it watches what it applies.
 pub(crate) async fn watch_changes(node: &Node, after: u64, prefix: &str, wait: Duration) -> Watch {
     let mut revisions = node.machine.revisions();
-    let now = tokio::time::Instant::now();
-    let deadline = now + wait.min(MAX_WATCH);
-    if tokio::time::timeout_at(deadline.max(now + WATCH_CATCH_UP), node.catch_up())
+    let deadline = tokio::time::Instant::now() + wait.min(MAX_WATCH);
+    let (least, most) = WATCH_CATCH_UP;
+    if tokio::time::timeout(wait.clamp(least, most), node.catch_up())
         .await
         .is_err()
     {
-        tracing::debug!("a watch answers from this node's state: it did not catch up in time");
+        tracing::debug!("a watch goes on from this node's state: it did not catch up in time");
     }
     loop {
         let (changes, compacted, revision) = node
