@@ -134,16 +134,12 @@ fn a_cluster_serves_its_nodes_local_services_over_their_own_sockets() {
     assert_eq!(rt.block_on(clients[other].kv_get("absent")).unwrap(), None);
 
     // Compare-and-set: a stale revision is refused and says what the key holds.
-    match rt.block_on(clients[other].kv_cas("app/config", first.revision, "v2")) {
-        Err(ClusterError::CasFailed(m)) => assert_eq!(
-            m,
-            format!(
-                "\"app/config\" was not changed: its revision is {}, not {}",
-                put.revision, first.revision
-            )
-        ),
-        other => panic!("a stale compare-and-set: {other:?}"),
-    }
+    refused_as_stale(
+        rt.block_on(clients[other].kv_cas("app/config", first.revision, "v2")),
+        "app/config",
+        put.revision,
+        first.revision,
+    );
     let cas = rt
         .block_on(clients[other].kv_cas("app/config", put.revision, "v2"))
         .unwrap();
@@ -199,16 +195,12 @@ fn a_cluster_serves_its_nodes_local_services_over_their_own_sockets() {
     let renewed = rt
         .block_on(clients[follower].kv_put("app/lease", "holder-2"))
         .unwrap();
-    match rt.block_on(clients[other].kv_cas_delete("app/lease", leased.revision)) {
-        Err(ClusterError::CasFailed(m)) => assert_eq!(
-            m,
-            format!(
-                "\"app/lease\" was not changed: its revision is {}, not {}",
-                renewed.revision, leased.revision
-            )
-        ),
-        other => panic!("a stale compare-and-delete: {other:?}"),
-    }
+    refused_as_stale(
+        rt.block_on(clients[other].kv_cas_delete("app/lease", leased.revision)),
+        "app/lease",
+        renewed.revision,
+        leased.revision,
+    );
     let kept = rt
         .block_on(clients[0].kv_get("app/lease"))
         .unwrap()
@@ -383,4 +375,20 @@ async fn unprivileged(path: &Path) -> String {
         outcome(client.kv_delete("app/lease").await),
         outcome(client.watch("", 0, Duration::ZERO).await),
     )
+}
+
+/// A compare-and-set refused because `key` is at revision `current`, not `expected`.
+fn refused_as_stale<T: std::fmt::Debug>(
+    outcome: Result<T, ClusterError>,
+    key: &str,
+    current: u64,
+    expected: u64,
+) {
+    match outcome {
+        Err(ClusterError::CasFailed(m)) => assert_eq!(
+            m,
+            format!("{key:?} was not changed: its revision is {current}, not {expected}")
+        ),
+        other => panic!("a stale compare-and-set on {key}: {other:?}"),
+    }
 }

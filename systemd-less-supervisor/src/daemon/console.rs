@@ -84,6 +84,7 @@ impl Console {
             Some(tx) => {
                 self.queued.fetch_add(1, Ordering::Relaxed);
                 if let Err(mpsc::SendError(Line::Text(line))) = tx.send(Line::Text(line)) {
+                    self.queued.fetch_sub(1, Ordering::Relaxed);
                     write_line(&mut io::stdout(), &line);
                 }
             }
@@ -116,6 +117,7 @@ impl Console {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
             Err(TrySendError::Disconnected(Line::Text(line))) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
                 write_line(&mut io::stdout(), &line)
             }
             Err(TrySendError::Disconnected(Line::Flush(_))) => {}
